@@ -1,0 +1,46 @@
+# pillarbox - see build.sh for the entry points; `make help` lists targets.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I.
+PKGS     = libuv lmdb inih libcrypt
+LIBS     = $(shell pkg-config --libs $(PKGS)) -lresolv
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+CORE  = core/log.c core/config.c core/conn.c core/auth.c core/event.c
+STORE = store/store.c store/commit.c
+SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
+POP3  = pop3/pop3.c pop3/parse.c
+SRC   = $(CORE) $(STORE) $(SMTP) $(POP3)
+MAIN  = core/main.c
+HDRS  = $(wildcard core/*.h store/*.h smtp/*.h pop3/*.h)
+
+UNIT  = test_addr test_data test_conn test_store test_smtp_parse test_pop3_parse
+
+all: build/pillarbox
+asan: build/asan/pillarbox
+unit: $(addprefix build/,$(UNIT))
+
+build/pillarbox: $(SRC) $(MAIN) $(HDRS) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ $(SRC) $(MAIN) $(LIBS) -lpthread
+
+build/asan/pillarbox: $(SRC) $(MAIN) $(HDRS) | build
+	@mkdir -p build/asan
+	$(CC) $(WARN) -O1 -g $(SAN) -o $@ $(SRC) $(MAIN) $(LIBS) -lpthread
+
+# Unit tests link the whole library under the sanitizers plus cmocka.
+build/test_%: tests/unit/test_%.c $(SRC) $(HDRS) | build
+	$(CC) $(WARN) -O1 -g $(SAN) -o $@ $< $(SRC) $(LIBS) -lcmocka -lpthread
+
+build/loadgen: tests/bench/loadgen.c | build
+	$(CC) $(WARN) -O2 -o $@ $< $(shell pkg-config --libs libuv)
+
+build/syncrate: tests/bench/syncrate.c | build
+	$(CC) $(WARN) -O2 -o $@ $<
+
+build:
+	@mkdir -p build
+
+clean:
+	rm -rf build
+
+.PHONY: all asan unit clean

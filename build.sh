@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# build.sh - pillarbox's one entry point.
+#
+#   ./build.sh          install what is missing, build build/pillarbox
+#   ./build.sh run      ... then start it on the built-in defaults
+#   ./build.sh test     ... build everything and run every test
+#   ./build.sh bench    ... print the figures (see tests/bench/bench.sh)
+#   ./build.sh clean
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages: the libraries, the compiler, and the real clients the
+# tests drive (pytest with smtplib/poplib, swaks, fetchmail).
+DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
+	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
+	python3 python3-pytest swaks fetchmail)
+
+deps() {
+	local missing=() p
+	for p in "${DEBS[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+			grep -q 'ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "build.sh: missing Debian packages: ${missing[*]}" >&2
+		echo "build.sh: run as root, or: sudo apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "build.sh: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+jobs=$(nproc 2>/dev/null || echo 2)
+# Debian's python, which has python3-pytest (not a python earlier on PATH).
+PY=/usr/bin/python3
+
+case "${1:-build}" in
+build)
+	deps
+	make -j"$jobs" build/pillarbox
+	;;
+run)
+	deps
+	make -j"$jobs" build/pillarbox
+	cat >&2 <<'TXT'
+
+pillarbox is starting on its built-in defaults: data in ./pillarbox-data,
+SMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain "localhost".
+In another terminal, add an account, send it a message and fetch it:
+
+  echo 'secret' | build/pillarbox user add alice@localhost
+  swaks --to alice@localhost --server 127.0.0.1:2525
+  python3 -c 'import poplib; p=poplib.POP3("127.0.0.1",2110); p.user("alice@localhost"); p.pass_("secret"); print(p.stat())'
+
+Ctrl-C stops it.
+TXT
+	exec build/pillarbox serve
+	;;
+test)
+	deps
+	make -j"$jobs" build/pillarbox build/asan/pillarbox unit
+	for t in build/test_*; do
+		echo "== $t"
+		"$t"
+	done
+	echo "== integration tests (build/pillarbox)"
+	PILLARBOX_BIN=build/pillarbox $PY -m pytest -q -p no:cacheprovider tests/integration
+	echo "== integration tests under ASan+UBSan (build/asan/pillarbox)"
+	PILLARBOX_BIN=build/asan/pillarbox ASAN_OPTIONS=detect_leaks=1 \
+		$PY -m pytest -q -p no:cacheprovider tests/integration
+	;;
+bench)
+	deps
+	make -j"$jobs" build/pillarbox build/loadgen build/syncrate
+	bash tests/bench/bench.sh
+	;;
+clean)
+	make clean
+	;;
+*)
+	echo "usage: ./build.sh [build|run|test|bench|clean]" >&2
+	exit 2
+	;;
+esac

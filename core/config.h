@@ -1,0 +1,44 @@
+/*
+ * config.h - the configuration: built-in defaults, overridden by an INI file
+ * (parsed by inih). Every limit lives here with its default and its reason.
+ */
+#ifndef PILLARBOX_CONFIG_H
+#define PILLARBOX_CONFIG_H
+
+#include <stdint.h>
+
+#define CONFIG_STR_MAX 256
+
+struct config_listener {
+	char listen[CONFIG_STR_MAX]; /* "host:port", "[::1]:25"; "" = off */
+	unsigned timeout;            /* idle seconds before 421 / -ERR */
+	unsigned max_conn_per_ip;
+};
+
+struct config {
+	char hostname[CONFIG_STR_MAX];
+	char data_dir[CONFIG_STR_MAX];
+	char domains[1024];      /* comma list, also in the store */
+	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
+
+	struct config_listener smtp;
+	uint64_t max_message_size;
+	unsigned max_recipients;
+
+	struct config_listener pop3;
+	unsigned login_delay; /* seconds a failed login waits */
+};
+
+/* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
+ * 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain localhost. */
+void config_defaults(struct config *c);
+
+/* Reads FILE over the current values. On error prints one line
+ * "FILE:LINE: what is wrong" on stderr and returns -1. */
+int config_load(struct config *c, const char *file);
+
+/* Calls fn for each domain of the comma list (trimmed, non-empty). */
+void config_each_domain(const struct config *c,
+			void (*fn)(const char *domain, void *arg), void *arg);
+
+#endif

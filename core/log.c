@@ -1,0 +1,120 @@
+/* log.c - key=value event lines and the allocation-failure policy. */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_level log_level = LOG_INFO;
+
+void log_set_level(enum log_level lvl)
+{
+	log_level = lvl;
+}
+
+static void log_vmsg(enum log_level lvl, const char *area, const char *fmt,
+		     va_list ap)
+{
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+	int r;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	r = snprintf(line + n, sizeof line - n, " pillarbox %s %s ", area,
+		     names[lvl]);
+	if (r > 0)
+		n += (size_t)r;
+	r = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	if (r > 0)
+		n += (size_t)r < sizeof line - n - 1 ? (size_t)r
+						       : sizeof line - n - 2;
+	line[n++] = '\n';
+	/* One write per line so lines from threads never interleave. */
+	if (write(STDERR_FILENO, line, n) < 0)
+		return;
+}
+
+void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (lvl > log_level)
+		return;
+	va_start(ap, fmt);
+	log_vmsg(lvl, area, fmt, ap);
+	va_end(ap);
+}
+
+const char *log_quote(const char *s, size_t len)
+{
+	static _Thread_local char bufs[4][256];
+	static _Thread_local unsigned next;
+	char *b = bufs[next++ % 4], *p = b;
+	char *end = b + sizeof bufs[0] - 6; /* room for \xNN, quote, NUL */
+
+	*p++ = '"';
+	for (size_t i = 0; i < len && p < end; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			*p++ = '\\';
+			*p++ = (char)c;
+		} else if (c < 0x20 || c == 0x7f) {
+			p += sprintf(p, "\\x%02x", c);
+		} else {
+			*p++ = (char)c;
+		}
+	}
+	*p++ = '"';
+	*p = '\0';
+	return b;
+}
+
+noreturn void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_ERROR, "fatal", fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (p == NULL)
+		fatal("event=oom bytes=%zu", n);
+	return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (p == NULL)
+		fatal("event=oom bytes=%zu", n * size);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (p == NULL)
+		fatal("event=oom bytes=%zu", n);
+	return p;
+}
+
+char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (p == NULL)
+		fatal("event=oom bytes=%zu", strlen(s));
+	return p;
+}

@@ -1,0 +1,415 @@
+/*
+ * main.c - the command line: `serve` runs the server; user, alias, domain
+ * and queue verbs edit the store directly (LMDB lets them run while the
+ * server does). This is the one file that knows every module.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "core/auth.h"
+#include "core/config.h"
+#include "core/conn.h"
+#include "core/event.h"
+#include "core/log.h"
+#include "pop3/pop3.h"
+#include "smtp/data.h"
+#include "smtp/smtp.h"
+#include "store/store.h"
+
+#define PILLARBOX_VERSION "0.1.0"
+
+static const char usage[] =
+	"usage: pillarbox [-c FILE] COMMAND [ARGS]\n"
+	"\n"
+	"  serve                          run in the foreground\n"
+	"  user add|del|passwd ADDRESS    password read from stdin (one line)\n"
+	"  user list\n"
+	"  alias add ALIAS TARGET[,TARGET...]\n"
+	"  alias del ALIAS | alias list\n"
+	"  domain add|del DOMAIN | domain list\n"
+	"  queue list\n"
+	"  --version | --help\n"
+	"\n"
+	"Without -c FILE the built-in defaults apply (data in "
+	"./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
+	"domain localhost).\n";
+
+/* --- store helpers shared by serve and the CLI -------------------------- */
+
+struct domain_sync {
+	struct store_txn *txn;
+	int rc;
+};
+
+static void domain_sync_one(const char *domain, void *arg)
+{
+	struct domain_sync *ds = arg;
+	int r = store_domain_add(ds->txn, domain);
+
+	if (r < 0 && r != -EEXIST && ds->rc == 0)
+		ds->rc = r;
+}
+
+/* Opens the store and makes sure the config's domains are in it. */
+static int open_store(const struct config *cfg, struct store **st)
+{
+	struct domain_sync ds = {NULL, 0};
+	int r = store_open(cfg->data_dir, cfg->max_store_size, st);
+
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: cannot open store in %s: %s\n",
+			cfg->data_dir,
+			r == -EPROTO ? "unknown schema version" : strerror(-r));
+		return r;
+	}
+	r = store_txn_begin(*st, true, &ds.txn);
+	if (r == 0) {
+		config_each_domain(cfg, domain_sync_one, &ds);
+		r = ds.rc < 0 ? ds.rc : store_txn_commit(ds.txn);
+		if (ds.rc < 0)
+			store_txn_abort(ds.txn);
+	}
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: cannot write store: %s\n",
+			strerror(-r));
+		store_close(*st);
+		*st = NULL;
+	}
+	return r;
+}
+
+/* --- serve -------------------------------------------------------------- */
+
+struct server {
+	struct config *cfg;
+	struct store *st;
+	uv_signal_t sigterm, sigint;
+	struct smtp_server smtp;
+	struct pop3_server pop3;
+	bool stopping;
+};
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+	struct server *srv = h->data;
+
+	if (srv->stopping)
+		return;
+	srv->stopping = true;
+	log_msg(LOG_INFO, "core", "event=stopping signal=%d connections=%zu",
+		signum, conn_count());
+	/* Stop accepting, say goodbye, let in-flight commits finish. */
+	conn_shutdown();
+	store_commit_stop(srv->st);
+	uv_close((uv_handle_t *)&srv->sigterm, NULL);
+	uv_close((uv_handle_t *)&srv->sigint, NULL);
+}
+
+static int serve(struct config *cfg)
+{
+	struct server srv = {.cfg = cfg};
+	uv_loop_t *loop = uv_default_loop();
+	struct conn_listen_opts smtp_opts, pop3_opts;
+	uint64_t commits, jobs;
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (open_store(cfg, &srv.st) < 0)
+		return 1;
+	msgbuf_spill_dir = cfg->data_dir;
+	if (auth_init() < 0) {
+		fprintf(stderr, "pillarbox: crypt(3) has no yescrypt\n");
+		store_close(srv.st);
+		return 1;
+	}
+	r = store_commit_start(srv.st, loop);
+	smtp_server_init(&srv.smtp, cfg, srv.st);
+	pop3_server_init(&srv.pop3, cfg, srv.st);
+	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
+					      &cfg->smtp, srv.smtp.busy_reply};
+	pop3_opts = (struct conn_listen_opts){&pop3_proto, &srv.pop3,
+					      &cfg->pop3, srv.pop3.busy_reply};
+	if (r == 0 && cfg->smtp.listen[0] != '\0')
+		r = conn_listen(loop, &smtp_opts);
+	if (r == 0 && cfg->pop3.listen[0] != '\0')
+		r = conn_listen(loop, &pop3_opts);
+	uv_signal_init(loop, &srv.sigterm);
+	uv_signal_init(loop, &srv.sigint);
+	srv.sigterm.data = srv.sigint.data = &srv;
+	uv_signal_start(&srv.sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&srv.sigint, on_stop_signal, SIGINT);
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: cannot start: %s\n", uv_strerror(r));
+		on_stop_signal(&srv.sigterm, 0);
+	} else {
+		log_msg(LOG_INFO, "core",
+			"event=ready version=%s hostname=%s data_dir=%s",
+			PILLARBOX_VERSION, cfg->hostname, cfg->data_dir);
+	}
+	uv_run(loop, UV_RUN_DEFAULT);
+	store_commit_stats(srv.st, &commits, &jobs);
+	log_msg(LOG_INFO, "core",
+		"event=stats commits=%llu jobs=%llu accepted=%llu",
+		(unsigned long long)commits, (unsigned long long)jobs,
+		(unsigned long long)srv.smtp.accepted);
+	pop3_server_free(&srv.pop3);
+	auth_cleanup();
+	event_reset();
+	store_close(srv.st);
+	if (uv_loop_close(loop) != 0)
+		fatal("event=exit error=live-handles");
+	log_msg(LOG_INFO, "core", "event=stopped");
+	return r < 0 ? 1 : 0;
+}
+
+/* --- CLI ---------------------------------------------------------------- */
+
+/* Reads one line from stdin (no echo on a terminal). */
+static int read_password(char *buf, size_t n)
+{
+	struct termios old, quiet;
+	bool tty = isatty(STDIN_FILENO) && tcgetattr(0, &old) == 0;
+	size_t len;
+
+	if (tty) {
+		fputs("Password: ", stderr);
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(0, TCSAFLUSH, &quiet);
+	}
+	if (fgets(buf, (int)n, stdin) == NULL)
+		buf[0] = '\0';
+	if (tty) {
+		tcsetattr(0, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	len = strcspn(buf, "\r\n");
+	if (buf[len] == '\0' && len == n - 1)
+		return -1; /* longer than AUTH_PASS_MAX */
+	buf[len] = '\0';
+	return len > 0 ? 0 : -1;
+}
+
+/* A plausible address: one '@', something either side, no space or
+ * control character. The SMTP parser has the full grammar. */
+static bool cli_address_ok(const char *a)
+{
+	const char *at = strchr(a, '@');
+
+	if (at == NULL || at == a || at[1] == '\0' || strchr(at + 1, '@') ||
+	    strlen(a) > STORE_ADDR_MAX)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+		if (*p <= ' ' || *p == 0x7f || *p == '<' || *p == '>')
+			return false;
+	return true;
+}
+
+static int print_domain(const char *name, void *arg)
+{
+	(void)arg;
+	printf("%s\n", name);
+	return 0;
+}
+
+static int print_user(const char *addr, const struct store_user *u,
+		      void *arg)
+{
+	(void)arg;
+	printf("%s%s\n", addr, (u->flags & STORE_USER_ADMIN) ? " admin" : "");
+	return 0;
+}
+
+static int print_alias(const char *alias, const char *targets, void *arg)
+{
+	(void)arg;
+	printf("%s %s\n", alias, targets);
+	return 0;
+}
+
+static int print_queue(const struct store_queue_entry *e, void *arg)
+{
+	(void)arg;
+	printf("%016llx %s %s attempts=%u next=%llu error=%s\n",
+	       (unsigned long long)e->id, e->sender, e->recipient, e->attempts,
+	       (unsigned long long)e->next_attempt,
+	       e->last_error ? e->last_error : "");
+	return 0;
+}
+
+/* Is domain set in the config file (so `domain del` cannot remove it)? */
+struct in_config {
+	const char *domain;
+	bool found;
+};
+
+static void domain_match(const char *domain, void *arg)
+{
+	struct in_config *ic = arg;
+	if (strcasecmp(domain, ic->domain) == 0)
+		ic->found = true;
+}
+
+/* Runs one verb inside a write transaction. Returns the exit code. */
+static int cli_verb(const struct config *cfg, struct store_txn *txn,
+		    int argc, char **argv)
+{
+	const char *noun = argv[0], *verb = argc > 1 ? argv[1] : "";
+	const char *arg = argc > 2 ? argv[2] : NULL;
+	char pass[AUTH_PASS_MAX + 2], hash[STORE_HASH_MAX + 1];
+	int r = -EINVAL;
+
+#define IS(n, v, args) (strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && \
+			argc == (args) + 2)
+	if (IS("user", "add", 1) || IS("user", "passwd", 1)) {
+		if (!cli_address_ok(arg)) {
+			fprintf(stderr, "pillarbox: bad address: %s\n", arg);
+			return 1;
+		}
+		if (read_password(pass, sizeof pass) < 0 ||
+		    auth_hash(pass, hash, sizeof hash) < 0) {
+			fprintf(stderr, "pillarbox: need a password (one line "
+					"on stdin, 1 to %d characters)\n",
+				AUTH_PASS_MAX);
+			return 1;
+		}
+		explicit_bzero(pass, sizeof pass);
+		r = verb[0] == 'a' ? store_user_add(txn, arg, hash)
+				   : store_user_set_hash(txn, arg, hash);
+		if (r == -ENOENT && verb[0] == 'a') {
+			fprintf(stderr,
+				"pillarbox: %s: domain is not local (add it "
+				"with `pillarbox domain add`)\n",
+				arg);
+			return 1;
+		}
+	} else if (IS("user", "del", 1)) {
+		r = store_user_del(txn, arg);
+	} else if (IS("user", "list", 0)) {
+		r = store_user_list(txn, print_user, NULL);
+	} else if (IS("alias", "add", 2)) {
+		if (!cli_address_ok(arg)) {
+			fprintf(stderr, "pillarbox: bad address: %s\n", arg);
+			return 1;
+		}
+		r = store_alias_add(txn, arg, argv[3]);
+		if (r == -ENOENT) {
+			fprintf(stderr, "pillarbox: %s: the alias's domain "
+					"must be local and every target an "
+					"existing user\n",
+				arg);
+			return 1;
+		}
+	} else if (IS("alias", "del", 1)) {
+		r = store_alias_del(txn, arg);
+	} else if (IS("alias", "list", 0)) {
+		r = store_alias_list(txn, print_alias, NULL);
+	} else if (IS("domain", "add", 1)) {
+		r = strchr(arg, '@') || strchr(arg, ' ')
+			    ? -EINVAL
+			    : store_domain_add(txn, arg);
+	} else if (IS("domain", "del", 1)) {
+		struct in_config ic = {arg, false};
+		config_each_domain(cfg, domain_match, &ic);
+		if (ic.found) {
+			fprintf(stderr, "pillarbox: %s is set in the config "
+					"file's domains; remove it there\n",
+				arg);
+			return 1;
+		}
+		r = store_domain_del(txn, arg);
+	} else if (IS("domain", "list", 0)) {
+		r = store_domain_list(txn, print_domain, NULL);
+	} else if (IS("queue", "list", 0)) {
+		r = store_queue_list(txn, print_queue, NULL);
+	} else {
+		fputs(usage, stderr);
+		return 2;
+	}
+#undef IS
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: %s %s%s%s: %s\n", noun, verb,
+			arg ? " " : "", arg ? arg : "",
+			r == -EEXIST   ? "already exists"
+			: r == -ENOENT ? "no such entry"
+			: r == -EINVAL ? "invalid argument"
+				       : strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+static int cli(const struct config *cfg, int argc, char **argv)
+{
+	struct store *st;
+	struct store_txn *txn;
+	int rc, r;
+
+	if (open_store(cfg, &st) < 0)
+		return 1;
+	r = store_txn_begin(st, true, &txn);
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: %s\n", strerror(-r));
+		store_close(st);
+		return 1;
+	}
+	rc = cli_verb(cfg, txn, argc, argv);
+	if (rc == 0)
+		r = store_txn_commit(txn);
+	else
+		store_txn_abort(txn);
+	if (r < 0) {
+		fprintf(stderr, "pillarbox: commit failed: %s\n",
+			strerror(-r));
+		rc = 1;
+	}
+	fflush(stdout);
+	store_close(st);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	const char *file = NULL;
+	char *args[8];
+	int n = 0;
+
+	/* -c FILE may stand anywhere; the rest is the verb and its args. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if (strcmp(argv[i], "--version") == 0) {
+			printf("pillarbox %s\n", PILLARBOX_VERSION);
+			return 0;
+		} else if (strcmp(argv[i], "--help") == 0 ||
+			   strcmp(argv[i], "-h") == 0) {
+			fputs(usage, stdout);
+			return 0;
+		} else if (n < 8 && (argv[i][0] != '-' || n > 0))
+			args[n++] = argv[i];
+		else {
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	config_defaults(&cfg);
+	if (gethostname(cfg.hostname, sizeof cfg.hostname) != 0 ||
+	    cfg.hostname[0] == '\0')
+		strcpy(cfg.hostname, "localhost");
+	if (file != NULL && config_load(&cfg, file) < 0)
+		return 2;
+	if (n == 0) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (strcmp(args[0], "serve") == 0 && n == 1)
+		return serve(&cfg);
+	return cli(&cfg, n, args);
+}

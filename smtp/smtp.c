@@ -1,0 +1,648 @@
+/*
+ * smtp.c - SMTP sessions: the command table, the mail transaction, and the
+ * hand-off of a finished message to the commit thread. see smtp.h
+ *
+ * A session lives as long as its connection; a transaction (struct smtp_tx)
+ * from MAIL to the end of the message or RSET. Each has one free function.
+ */
+#include "smtp/smtp.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "smtp/addr.h"
+#include "smtp/data.h"
+#include "smtp/parse.h"
+
+/* Where a session is; a command lists the states it is allowed in. */
+enum smtp_state {
+	ST_FRESH = 1 << 0, /* before HELO/EHLO */
+	ST_READY = 1 << 1, /* no transaction */
+	ST_MAIL = 1 << 2,  /* MAIL given, no recipient yet */
+	ST_RCPT = 1 << 3,  /* one recipient or more */
+	ST_BDAT = 1 << 4,  /* between BDAT chunks */
+	ST_ANY = 0x1f,
+};
+
+enum smtp_mode { MODE_CMD, MODE_DATA, MODE_BDAT };
+
+struct smtp_tx {
+	char id[24];                   /* for the log, Received: and 250 */
+	char from[STORE_ADDR_MAX + 1]; /* reverse-path, "" for <> */
+	char first_rcpt[STORE_ADDR_MAX + 1];
+	unsigned nrcpt;                /* RCPTs accepted */
+	char **users;                  /* local mailboxes, distinct */
+	unsigned nusers, cap_users;
+	bool utf8;
+	struct msgbuf body;
+	struct data_reader rd;
+	uint64_t bdat_left; /* octets of the current chunk still to read */
+	bool bdat_last;
+	const char *bdat_discard; /* the 503 for a chunk out of order */
+	char *header; /* Return-Path + Received, made at the end */
+	size_t header_len;
+	struct store_job job;
+};
+
+struct smtp_session {
+	struct conn *c;
+	struct smtp_server *srv;
+	enum smtp_state state;
+	enum smtp_mode mode;
+	bool esmtp;
+	unsigned errors, ntx;
+	char *helo;
+	struct smtp_tx *tx;
+};
+
+/* The command table: adding a verb is adding a row. */
+#define SMTP_COMMANDS(X)                                                      \
+	X(EHLO, ST_ANY, ARG_REQ, smtp_ehlo)                                   \
+	X(HELO, ST_ANY, ARG_REQ, smtp_helo)                                   \
+	X(MAIL, ST_READY, ARG_REQ, smtp_mail)                                 \
+	X(RCPT, ST_MAIL | ST_RCPT, ARG_REQ, smtp_rcpt)                        \
+	X(DATA, ST_RCPT, ARG_NONE, smtp_data)                                 \
+	X(BDAT, ST_ANY, ARG_REQ, smtp_bdat)                                   \
+	X(RSET, ST_ANY, ARG_NONE, smtp_rset)                                  \
+	X(NOOP, ST_ANY, ARG_ANY, smtp_noop)                                   \
+	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                  \
+	X(VRFY, ST_ANY, ARG_REQ, smtp_vrfy)                                   \
+	X(HELP, ST_ANY, ARG_ANY, smtp_help)
+
+enum smtp_arity { ARG_NONE, ARG_REQ, ARG_ANY };
+
+#define X(verb, states, arity, fn)                                            \
+	static void fn(struct smtp_session *s, char *arg);
+SMTP_COMMANDS(X)
+#undef X
+
+static const struct smtp_command {
+	const char *verb;
+	unsigned states;
+	enum smtp_arity arity;
+	void (*proceed)(struct smtp_session *s, char *arg);
+} smtp_commands[] = {
+#define X(verb, states, arity, fn) {#verb, states, arity, fn},
+	SMTP_COMMANDS(X)
+#undef X
+};
+
+/* --- replies ------------------------------------------------------------ */
+
+static void smtp_reply(struct smtp_session *s, const char *line)
+{
+	conn_puts(s->c, line);
+	conn_write(s->c, "\r\n", 2);
+}
+
+/* A refusal caused by the client: counted, and too many end the session. */
+static void smtp_error(struct smtp_session *s, const char *line)
+{
+	smtp_reply(s, line);
+	if (++s->errors >= SMTP_ERRORS_MAX) {
+		conn_printf(s->c, "421 4.7.0 %s Error: too many errors\r\n",
+			    s->srv->cfg->hostname);
+		log_msg(LOG_WARN, "smtp", "sid=%s event=too-many-errors ip=%s",
+			conn_sid(s->c), conn_peer(s->c));
+		conn_close(s->c);
+	}
+}
+
+/* --- transactions ------------------------------------------------------- */
+
+static void smtp_tx_free(struct smtp_tx *tx)
+{
+	if (tx == NULL)
+		return;
+	for (unsigned i = 0; i < tx->nusers; i++)
+		free(tx->users[i]);
+	free(tx->users);
+	free(tx->header);
+	msgbuf_free(&tx->body);
+	free(tx);
+}
+
+/* Ends the current transaction, whatever its outcome. */
+static void smtp_tx_end(struct smtp_session *s)
+{
+	smtp_tx_free(s->tx);
+	s->tx = NULL;
+	s->mode = MODE_CMD;
+	if (s->state != ST_FRESH)
+		s->state = ST_READY;
+}
+
+/* The 503 for a command given out of order, saying what is missing. */
+static const char *smtp_sequence_reply(struct smtp_session *s,
+				       const char *verb)
+{
+	if (s->state == ST_FRESH)
+		return "503 5.5.1 Error: send HELO/EHLO first";
+	if (s->state == ST_BDAT)
+		return "503 5.5.1 Error: BDAT in progress";
+	if (strcmp(verb, "MAIL") == 0)
+		return "503 5.5.1 Error: nested MAIL command";
+	if (s->state == ST_READY)
+		return "503 5.5.1 Error: need MAIL command";
+	return "503 5.5.1 Error: need RCPT command";
+}
+
+/* --- EHLO, HELO, RSET, NOOP, QUIT, VRFY, HELP --------------------------- */
+
+/* Takes the client's name; it goes into Received:, so parse.c lets in
+ * only printable ASCII. */
+static bool smtp_set_helo(struct smtp_session *s, const char *arg)
+{
+	size_t n = smtp_parse_helo(arg);
+
+	if (n == 0)
+		return false;
+	free(s->helo);
+	s->helo = xmalloc(n + 1);
+	memcpy(s->helo, arg, n);
+	s->helo[n] = '\0';
+	return true;
+}
+
+static void smtp_ehlo(struct smtp_session *s, char *arg)
+{
+	if (!smtp_set_helo(s, arg)) {
+		smtp_error(s, "501 5.5.4 Syntax error: invalid EHLO name");
+		return;
+	}
+	/* RFC 5321 4.1.4: EHLO resets any transaction. */
+	s->state = ST_READY;
+	smtp_tx_end(s);
+	s->esmtp = true;
+	conn_printf(s->c,
+		    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n"
+		    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+		    "250-SMTPUTF8\r\n250 CHUNKING\r\n",
+		    s->srv->cfg->hostname,
+		    (unsigned long long)s->srv->cfg->max_message_size);
+}
+
+static void smtp_helo(struct smtp_session *s, char *arg)
+{
+	if (!smtp_set_helo(s, arg)) {
+		smtp_error(s, "501 5.5.4 Syntax error: invalid HELO name");
+		return;
+	}
+	s->state = ST_READY;
+	smtp_tx_end(s);
+	s->esmtp = false;
+	conn_printf(s->c, "250 %s\r\n", s->srv->cfg->hostname);
+}
+
+static void smtp_rset(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	smtp_tx_end(s);
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_noop(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_quit(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	smtp_reply(s, "221 2.0.0 Bye");
+	conn_close(s->c);
+}
+
+static void smtp_vrfy(struct smtp_session *s, char *arg)
+{
+	/* RFC 5321 3.5.3: 252 without telling whether the user exists, so
+	 * VRFY cannot be used to harvest addresses. */
+	(void)arg;
+	smtp_reply(s, "252 2.5.0 Cannot VRFY user, but will accept message "
+		      "and attempt delivery");
+}
+
+static void smtp_help(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	smtp_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET "
+		      "NOOP QUIT VRFY HELP");
+}
+
+/* --- MAIL, RCPT ---------------------------------------------------------- */
+
+static void smtp_mail(struct smtp_session *s, char *arg)
+{
+	struct smtp_mail_args m;
+	const char *err = smtp_parse_mail(arg, s->esmtp, &m);
+
+	if (err == NULL && m.size > s->srv->cfg->max_message_size)
+		/* RFC 1870: refuse at once what SIZE says is too big. */
+		err = "552 5.3.4 Message size exceeds fixed limit";
+	if (err != NULL) {
+		smtp_error(s, err);
+		return;
+	}
+	s->tx = xcalloc(1, sizeof *s->tx);
+	msgbuf_init(&s->tx->body);
+	snprintf(s->tx->id, sizeof s->tx->id, "%s.%x", conn_sid(s->c),
+		 s->ntx++);
+	addr_format(&m.from, s->tx->from, sizeof s->tx->from);
+	s->tx->utf8 = m.utf8;
+	s->state = ST_MAIL;
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
+static void smtp_tx_add_user(const char *user, void *arg)
+{
+	struct smtp_tx *tx = arg;
+
+	for (unsigned i = 0; i < tx->nusers; i++)
+		if (strcmp(tx->users[i], user) == 0)
+			return; /* two RCPTs, one mailbox: one copy */
+	if (tx->nusers == tx->cap_users) {
+		tx->cap_users = tx->cap_users ? 2 * tx->cap_users : 4;
+		tx->users = xrealloc(tx->users,
+				     tx->cap_users * sizeof *tx->users);
+	}
+	tx->users[tx->nusers++] = xstrdup(user);
+}
+
+static void smtp_rcpt(struct smtp_session *s, char *arg)
+{
+	char rcpt[STORE_ADDR_MAX + 1], pm[ADDR_DOMAIN_MAX + 1];
+	struct store_txn *txn = NULL;
+	const char *err;
+	struct addr a;
+	int r;
+
+	if (s->tx->nrcpt >= s->srv->cfg->max_recipients) {
+		smtp_error(s, "452 4.5.3 Too many recipients");
+		return;
+	}
+	/* "<postmaster>" means ours: the first configured domain's. */
+	snprintf(pm, sizeof pm, "%.*s", (int)strcspn(s->srv->cfg->domains, ", "),
+		 s->srv->cfg->domains);
+	err = smtp_parse_rcpt(arg, s->tx->utf8, pm, &a);
+	if (err != NULL) {
+		smtp_error(s, err);
+		return;
+	}
+	addr_format(&a, rcpt, sizeof rcpt);
+	r = store_txn_begin(s->srv->st, false, &txn);
+	if (r == 0)
+		r = store_domain_exists(txn, a.domain);
+	if (r == 0) {
+		conn_printf(s->c, "554 5.7.1 <%s>: Relay access denied\r\n",
+			    rcpt);
+		log_msg(LOG_INFO, "smtp",
+			"sid=%s event=reject ip=%s to=%s reason=relay",
+			conn_sid(s->c), conn_peer(s->c),
+			log_quote(rcpt, strlen(rcpt)));
+		s->errors++;
+	} else if (r > 0 &&
+		   (r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user,
+					   s->tx)) == -ENOENT) {
+		conn_printf(s->c,
+			    "550 5.1.1 <%s>: Recipient address rejected: "
+			    "User unknown\r\n",
+			    rcpt);
+		log_msg(LOG_INFO, "smtp",
+			"sid=%s event=reject ip=%s to=%s reason=unknown-user",
+			conn_sid(s->c), conn_peer(s->c),
+			log_quote(rcpt, strlen(rcpt)));
+		s->errors++;
+	} else if (r < 0) {
+		smtp_reply(s, "451 4.3.0 Temporary lookup failure");
+	} else {
+		if (s->tx->nrcpt++ == 0)
+			strcpy(s->tx->first_rcpt, rcpt);
+		s->state = ST_RCPT;
+		smtp_reply(s, "250 2.1.5 Ok");
+	}
+	store_txn_abort(txn);
+}
+
+/* --- DATA, BDAT, and the commit ----------------------------------------- */
+
+static void smtp_data(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	data_init(&s->tx->rd, true, s->srv->cfg->max_message_size,
+		  &s->tx->body);
+	s->mode = MODE_DATA;
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void smtp_bdat(struct smtp_session *s, char *arg)
+{
+	const char *err;
+	uint64_t n;
+	bool last;
+
+	if ((err = smtp_parse_bdat(arg, &n, &last)) != NULL) {
+		/* Without a size we cannot know where the chunk ends. */
+		smtp_error(s, err);
+		return;
+	}
+	if (!(s->state & (ST_RCPT | ST_BDAT))) {
+		/* RFC 3030 2: a refused chunk is still read, then dropped. */
+		if (s->tx == NULL) {
+			s->tx = xcalloc(1, sizeof *s->tx);
+			msgbuf_init(&s->tx->body);
+		}
+		s->tx->bdat_discard = smtp_sequence_reply(s, "BDAT");
+	} else if (s->state == ST_RCPT) {
+		data_init(&s->tx->rd, false, s->srv->cfg->max_message_size,
+			  &s->tx->body);
+	}
+	s->tx->bdat_left = n;
+	s->tx->bdat_last = last;
+	s->mode = MODE_BDAT;
+}
+
+/* Makes "Return-Path:" and "Received:" (RFC 5321 4.4), the trace added at
+ * delivery. The "for" clause names the recipient only when there is one,
+ * so one stored copy can serve every mailbox. */
+static void smtp_tx_header(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	char date[64], forc[STORE_ADDR_MAX + 16] = "";
+	time_t now = time(NULL);
+	struct tm tm;
+	int n;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (tx->nrcpt == 1)
+		snprintf(forc, sizeof forc, "\r\n\tfor <%s>;", tx->first_rcpt);
+	else
+		strcpy(forc, ";");
+	n = asprintf(&tx->header,
+		     "Return-Path: <%s>\r\n"
+		     "Received: from %s ([%s])\r\n"
+		     "\tby %s (pillarbox) with %s id %s%s %s\r\n",
+		     tx->from, s->helo, conn_peer(s->c), s->srv->cfg->hostname,
+		     tx->utf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+		     tx->id, forc, date);
+	if (n < 0)
+		fatal("event=oom");
+	tx->header_len = (size_t)n;
+}
+
+/* Commit thread: the message once, then a reference in every mailbox. */
+static int smtp_store_run(struct store_txn *txn, void *arg)
+{
+	struct smtp_session *s = arg; /* paused: the loop leaves it alone */
+	struct smtp_tx *tx = s->tx;
+	uint64_t id;
+	void *dst;
+	int r;
+
+	r = store_msg_put(txn, tx->header_len + tx->body.len, &id, &dst);
+	if (r < 0)
+		return r;
+	memcpy(dst, tx->header, tx->header_len);
+	r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
+	for (unsigned i = 0; r == 0 && i < tx->nusers; i++)
+		r = store_mailbox_add(txn, tx->users[i], id, NULL);
+	return r;
+}
+
+/* Loop thread: the commit is on disk (or failed); now answer. */
+static void smtp_store_done(void *arg, int rc)
+{
+	struct smtp_session *s = arg;
+	struct smtp_tx *tx = s->tx;
+
+	if (rc == 0) {
+		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
+		s->srv->accepted++;
+	} else {
+		smtp_reply(s, rc == -ENOSPC
+				      ? "452 4.3.1 Insufficient system storage"
+				      : "451 4.3.0 Local error in processing");
+		s->srv->refused++;
+	}
+	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "smtp",
+		"sid=%s event=%s id=%s from=<%s> rcpts=%u mailboxes=%u "
+		"size=%llu%s%s",
+		conn_sid(s->c), rc == 0 ? "stored" : "store-failed", tx->id,
+		tx->from, tx->nrcpt, tx->nusers,
+		(unsigned long long)(tx->header_len + tx->body.len),
+		rc == 0 ? "" : " error=", rc == 0 ? "" : strerror(-rc));
+	smtp_tx_end(s);
+	conn_resume(s->c);
+}
+
+/* The whole message is in: refuse it, or hand it to the commit thread. */
+static void smtp_message_end(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	unsigned err = tx->rd.errors;
+	const char *reply = NULL;
+
+	if (tx->bdat_discard)
+		reply = tx->bdat_discard;
+	else if (err & DATA_ERR_SIZE)
+		reply = "552 5.3.4 Message size exceeds fixed limit";
+	else if (err & DATA_ERR_LINE)
+		reply = "500 5.5.2 Line too long in message";
+	else if (err & DATA_ERR_BARE)
+		reply = "500 5.5.2 Bare CR or LF in message";
+	else if (err & DATA_ERR_IO)
+		reply = "451 4.3.0 Local error in processing";
+	if (reply != NULL) {
+		log_msg(LOG_INFO, "smtp", "sid=%s event=reject ip=%s reply=%s",
+			conn_sid(s->c), conn_peer(s->c),
+			log_quote(reply, strlen(reply)));
+		smtp_tx_end(s);
+		smtp_error(s, reply);
+		return;
+	}
+	/* BDAT content need not end in CRLF; a stored message always does, so
+	 * POP3 sizes and the final "." come out right. */
+	if (!tx->rd.dots && tx->rd.st != DATA_BOL &&
+	    msgbuf_append(&tx->body, "\r\n", 2) < 0) {
+		smtp_tx_end(s);
+		smtp_reply(s, "451 4.3.0 Local error in processing");
+		return;
+	}
+	smtp_tx_header(s);
+	tx->job.run = smtp_store_run;
+	tx->job.done = smtp_store_done;
+	tx->job.arg = s;
+	/* A 250 only once the commit holding the message is synced. */
+	conn_pause(s->c);
+	store_commit_submit(s->srv->st, &tx->job);
+}
+
+/* Feeds message octets from the input; false when it needs more. */
+static bool smtp_body_input(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	const char *p;
+	size_t n, used;
+
+	if (!conn_peek(s->c, &p, &n))
+		return false;
+	if (s->mode == MODE_DATA) {
+		used = data_feed(&tx->rd, p, n);
+		conn_consume(s->c, used);
+		if (tx->rd.st != DATA_DONE)
+			return false;
+		smtp_message_end(s);
+		return true;
+	}
+	if (n > tx->bdat_left)
+		n = (size_t)tx->bdat_left;
+	if (!tx->bdat_discard)
+		data_feed(&tx->rd, p, n);
+	conn_consume(s->c, n);
+	tx->bdat_left -= n;
+	if (tx->bdat_left > 0)
+		return false;
+	if (tx->bdat_last || tx->bdat_discard) {
+		smtp_message_end(s);
+		return true;
+	}
+	conn_printf(s->c, "250 2.0.0 %llu octets received\r\n",
+		    (unsigned long long)tx->body.len);
+	s->mode = MODE_CMD;
+	s->state = ST_BDAT;
+	return true;
+}
+
+/* --- dispatch ----------------------------------------------------------- */
+
+static void smtp_command(struct smtp_session *s, char *line, size_t len)
+{
+	const struct smtp_command *cmd = NULL;
+	size_t vlen = strcspn(line, " ");
+	char *arg = line + vlen;
+
+	if (strlen(line) != len) {
+		smtp_error(s, "500 5.5.2 Error: NUL character in command");
+		return;
+	}
+	while (*arg == ' ')
+		arg++;
+	for (size_t i = 0; i < sizeof smtp_commands / sizeof *cmd; i++)
+		if (vlen == 4 && strncasecmp(line, smtp_commands[i].verb, 4) == 0)
+			cmd = &smtp_commands[i];
+	if (cmd == NULL) {
+		smtp_error(s, "500 5.5.1 Command unrecognized");
+		return;
+	}
+	/* BDAT is checked in smtp_bdat: its chunk must be read even when
+	 * the command is refused. */
+	if (!(cmd->states & s->state) ||
+	    (s->state == ST_BDAT && cmd->proceed != smtp_bdat &&
+	     cmd->proceed != smtp_rset && cmd->proceed != smtp_quit &&
+	     cmd->proceed != smtp_noop)) {
+		smtp_error(s, smtp_sequence_reply(s, cmd->verb));
+		return;
+	}
+	if (cmd->arity == ARG_NONE && *arg != '\0') {
+		smtp_error(s, "501 5.5.4 Syntax error: no arguments allowed");
+		return;
+	}
+	if (cmd->arity == ARG_REQ && *arg == '\0') {
+		smtp_error(s, "501 5.5.4 Syntax error: argument required");
+		return;
+	}
+	cmd->proceed(s, arg);
+}
+
+static void smtp_input(struct smtp_session *s)
+{
+	char *line;
+	size_t len;
+
+	for (;;) {
+		if (s->mode != MODE_CMD) {
+			if (!smtp_body_input(s))
+				return;
+			continue;
+		}
+		switch (conn_getline(s->c, SMTP_CMD_MAX, &line, &len)) {
+		case CONN_AGAIN:
+			return;
+		case CONN_LINE_TOOLONG:
+			smtp_error(s, "500 5.5.2 Line too long");
+			break;
+		case CONN_LINE_BARELF:
+			/* RFC 5321 2.3.8: lines end in CRLF, nothing else. */
+			smtp_error(s, "500 5.5.2 Line must end with CRLF");
+			break;
+		case CONN_LINE:
+			smtp_command(s, line, len);
+			break;
+		}
+	}
+}
+
+/* --- the protocol ------------------------------------------------------- */
+
+static void *smtp_open(struct conn *c, void *ctx)
+{
+	struct smtp_session *s = xcalloc(1, sizeof *s);
+
+	s->c = c;
+	s->srv = ctx;
+	s->state = ST_FRESH;
+	conn_printf(c, "220 %s ESMTP pillarbox\r\n", s->srv->cfg->hostname);
+	return s;
+}
+
+static void smtp_event(struct conn *c, void *session, enum conn_event ev)
+{
+	struct smtp_session *s = session;
+
+	switch (ev) {
+	case CONN_DATAIN:
+		smtp_input(s);
+		break;
+	case CONN_TIMEOUT:
+		conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n",
+			    s->srv->cfg->hostname);
+		conn_close(c);
+		break;
+	case CONN_SHUTDOWN:
+		conn_printf(c, "421 4.3.2 %s Service shutting down\r\n",
+			    s->srv->cfg->hostname);
+		break;
+	}
+}
+
+static void smtp_free(void *session)
+{
+	struct smtp_session *s = session;
+
+	log_msg(LOG_INFO, "smtp", "sid=%s event=disconnect errors=%u",
+		conn_sid(s->c), s->errors);
+	smtp_tx_free(s->tx);
+	free(s->helo);
+	free(s);
+}
+
+const struct conn_proto smtp_proto = {"smtp", smtp_open, smtp_event,
+				      smtp_free};
+
+void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
+		      struct store *st)
+{
+	memset(srv, 0, sizeof *srv);
+	srv->cfg = cfg;
+	srv->st = st;
+	snprintf(srv->busy_reply, sizeof srv->busy_reply,
+		 "421 4.7.0 %s Error: too many connections from your "
+		 "address\r\n",
+		 cfg->hostname);
+}

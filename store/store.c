@@ -1,0 +1,925 @@
+/*
+ * store.c - the LMDB environment, its schema and every record in it:
+ * domains, users, aliases, messages, mailboxes and the queue listing.
+ * The commit thread lives in commit.c. See store.h.
+ *
+ * Encodings (integers big-endian, so key order is numeric order):
+ *   meta      "schema"                 -> u32 version
+ *   domains   domain                   -> u32 flags (0 for now)
+ *   users     address                  -> u32 flags, u64 quota,
+ *                                         u32 next_uid, hash bytes
+ *   aliases   alias                    -> "a@x,b@y" (lower-cased, no spaces)
+ *   messages  u64 id                   -> raw message bytes
+ *   msgrefs   u64 id                   -> u32 refcount (apart, so a new
+ *                                         reference never rewrites a body)
+ *   mailbox   address 0x00 u32 uid     -> u64 id, u64 size
+ *   queue     u64 next_attempt, u64 id -> u32 attempts, sender 0x00
+ *                                         recipient 0x00 last_error 0x00
+ * Names never contain 0x00, so "a@x\0" prefixes a@x's mailbox entries only.
+ */
+#include "store/store_priv.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+
+#define USER_FIXED    16 /* flags + quota + next_uid, then the hash */
+#define RESOLVE_DEPTH 8	 /* store.h: aliases of aliases, 8 deep */
+
+static const char *const db_names[DB_COUNT] = {
+    "meta",	"domains", "users",   "aliases",
+    "messages", "msgrefs", "mailbox", "queue",
+};
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+	put_u32(p, (uint32_t)(v >> 32));
+	put_u32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get_u32(const void *v)
+{
+	const unsigned char *p = v;
+
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t get_u64(const void *v)
+{
+	return (uint64_t)get_u32(v) << 32 | get_u32((const char *)v + 4);
+}
+
+int store_err(struct store_txn *t, int rc)
+{
+	switch (rc) {
+	case 0:
+		return 0;
+	case MDB_NOTFOUND:
+		return -ENOENT;
+	case MDB_KEYEXIST:
+		return -EEXIST;
+	case MDB_MAP_FULL:
+		if (t != NULL)
+			t->full = true;
+		return -ENOSPC;
+	case ENOSPC:
+		return -ENOSPC;
+	case MDB_MAP_RESIZED:
+	case MDB_READERS_FULL:
+		return -EAGAIN;
+	case MDB_BAD_VALSIZE:
+		return -EINVAL;
+	case MDB_VERSION_MISMATCH: /* also our own schema check */
+	case MDB_INVALID:
+		return -EPROTO;
+	case ENOMEM:
+		fatal("event=oom area=lmdb");
+	default:
+		log_msg(LOG_ERROR, "store", "event=lmdb_error rc=%d err=%s", rc,
+			log_quote(mdb_strerror(rc), strlen(mdb_strerror(rc))));
+		return -EIO;
+	}
+}
+
+static int get(struct store_txn *t, enum store_db db, MDB_val *k, MDB_val *v)
+{
+	return store_err(t, mdb_get(t->txn, t->st->dbi[db], k, v));
+}
+
+static int put(struct store_txn *t, enum store_db db, MDB_val *k, MDB_val *v,
+	       unsigned flags)
+{
+	return store_err(t, mdb_put(t->txn, t->st->dbi[db], k, v, flags));
+}
+
+static int del(struct store_txn *t, enum store_db db, MDB_val *k)
+{
+	return store_err(t, mdb_del(t->txn, t->st->dbi[db], k, NULL));
+}
+
+/* 1 when key k exists in db, 0 when not, <0 on error. */
+static int has(struct store_txn *t, enum store_db db, MDB_val *k)
+{
+	MDB_val v;
+	int rc = get(t, db, k, &v);
+
+	return rc == -ENOENT ? 0 : rc == 0 ? 1 : rc;
+}
+
+/* A name made key: lower-cased, and for an address split at its '@'. The
+ * struct must not be copied (k points into s). */
+struct key {
+	MDB_val k;
+	const char *dom;
+	char s[STORE_ADDR_MAX + 1];
+};
+
+/* Refuses bytes that would break our encodings or a log line: controls,
+ * space and ',' (the alias target separator). An address (addr) needs a
+ * non-empty local part and domain. */
+static int key_make(struct key *key, const char *s, size_t n, bool addr)
+{
+	char *at;
+
+	if (s == NULL || n == 0 || n > STORE_ADDR_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c <= ' ' || c == 0x7f || c == ',')
+			return -EINVAL;
+		key->s[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	key->s[n] = '\0';
+	key->k = (MDB_val){n, key->s};
+	at = strrchr(key->s, '@');
+	key->dom = at != NULL ? at + 1 : NULL;
+	if (addr && (at == NULL || at == key->s || at[1] == '\0'))
+		return -EINVAL;
+	return 0;
+}
+
+#define KEY(key, s, addr) key_make(key, s, (s) ? strlen(s) : 0, addr)
+
+/* Calls each() per record of db whose key starts with prefix (every record
+ * when plen is 0), in key order, until one returns non-zero. */
+static int walk(struct store_txn *t, enum store_db db, const void *prefix,
+		size_t plen, int (*each)(MDB_val *k, MDB_val *v, void *ctx),
+		void *ctx)
+{
+	MDB_cursor *c = NULL;
+	MDB_val k = {plen, (void *)prefix}, v;
+	MDB_cursor_op op = plen != 0 ? MDB_SET_RANGE : MDB_FIRST;
+	int rc;
+
+	if ((rc = store_err(t, mdb_cursor_open(t->txn, t->st->dbi[db], &c))))
+		goto fail;
+	for (; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+		if (plen != 0 &&
+		    (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+			break;
+		if ((rc = each(&k, &v, ctx)) != 0)
+			goto fail;
+	}
+	rc = rc == MDB_NOTFOUND ? 0 : store_err(t, rc);
+fail:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+/* What a list hands walk() for its record decoder. */
+struct walk_ctx {
+	union {
+		int (*domain)(const char *name, void *arg);
+		int (*user)(const char *addr, const struct store_user *u,
+			    void *arg);
+		int (*alias)(const char *alias, const char *targets, void *arg);
+		int (*mail)(const struct store_mail *m, void *arg);
+		int (*queue)(const struct store_queue_entry *e, void *arg);
+	} fn;
+	void *arg;
+};
+
+/* Copies a stored name into a C string for a callback. */
+static int name_copy(const MDB_val *v, char *buf, size_t max)
+{
+	if (v->mv_size > max)
+		return store_err(NULL, MDB_CORRUPTED);
+	memcpy(buf, v->mv_data, v->mv_size);
+	buf[v->mv_size] = '\0';
+	return 0;
+}
+
+/* --- environment ------------------------------------------------------- */
+
+int store_remap(struct store *st, bool grow)
+{
+	MDB_envinfo info;
+	size_t size = 0;
+	int rc;
+
+	mdb_env_info(st->env, &info);
+	if (grow) { /* double, up to the cap */
+		size = info.me_mapsize * 2;
+		if (st->max_size != 0 && size > st->max_size)
+			size = (size_t)st->max_size;
+		if (size <= info.me_mapsize)
+			return MDB_MAP_FULL;
+	}
+	rc = mdb_env_set_mapsize(st->env, size);
+	mdb_env_info(st->env, &info);
+	log_msg(rc ? LOG_ERROR : LOG_INFO, "store", "event=map_size size=%zu%s",
+		info.me_mapsize, rc ? " result=failed" : "");
+	return rc;
+}
+
+int store_open(const char *dir, uint64_t max_size, struct store **out)
+{
+	struct store *st = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val k = {6, "schema"}, v;
+	unsigned char ver[4];
+	size_t size = STORE_MAP_INITIAL;
+	int rc;
+
+	*out = NULL;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	st = xcalloc(1, sizeof *st);
+	st->max_size = max_size;
+	if (uv_mutex_init(&st->mu) != 0 || uv_cond_init(&st->cond) != 0)
+		fatal("event=store_open err=mutex_init");
+	/* Small caps (router firmware) start at a quarter of the cap:
+	 * address space is scarce there and the map grows on demand. */
+	if (max_size != 0 && size > max_size / 4)
+		size = (size_t)(max_size / 4);
+	/* MDB_NOTLS: the loop thread holds several reads at once. Sync stays
+	 * on: a commit that returned 0 is on disk. */
+	if ((rc = mdb_env_create(&st->env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(st->env, 16)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(st->env, 1024)) != 0 ||
+	    (rc = mdb_env_set_mapsize(st->env, size)) != 0 ||
+	    (rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600)) != 0)
+		goto fail;
+	/* A store that grew in an earlier run keeps its size. */
+	if (store_file_size(st) > size &&
+	    (rc = mdb_env_set_mapsize(st->env, store_file_size(st))) != 0)
+		goto fail;
+	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	if (rc == MDB_MAP_RESIZED) { /* another process grew it meanwhile */
+		mdb_env_set_mapsize(st->env, 0);
+		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	}
+	for (int i = 0; rc == 0 && i < DB_COUNT; i++)
+		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &st->dbi[i]);
+	if (rc == 0)
+		rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		put_u32(ver, STORE_SCHEMA_VERSION);
+		v = (MDB_val){4, ver};
+		rc = mdb_put(txn, st->dbi[DB_META], &k, &v, 0);
+	} else if (rc == 0 && (v.mv_size != 4 ||
+			       get_u32(v.mv_data) != STORE_SCHEMA_VERSION)) {
+		log_msg(LOG_ERROR, "store", "event=schema_mismatch want=%d",
+			STORE_SCHEMA_VERSION);
+		rc = MDB_VERSION_MISMATCH; /* -EPROTO */
+	}
+	if (rc != 0)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto fail;
+	*out = st;
+	return 0;
+fail:
+	mdb_txn_abort(txn);
+	mdb_env_close(st->env);
+	uv_cond_destroy(&st->cond);
+	uv_mutex_destroy(&st->mu);
+	free(st);
+	return store_err(NULL, rc);
+}
+
+void store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->loop != NULL || st->async_open)
+		fatal("event=store_close err=commit_thread_running");
+	mdb_env_close(st->env);
+	uv_cond_destroy(&st->cond);
+	uv_mutex_destroy(&st->mu);
+	free(st);
+}
+
+uint64_t store_file_size(struct store *st)
+{
+	struct stat sb;
+	int fd;
+
+	if (mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &sb) < 0)
+		return 0;
+	return (uint64_t)sb.st_size;
+}
+
+/* --- transactions ------------------------------------------------------ */
+
+static void reader_leave(struct store *st)
+{
+	/* The last read out lets a waiting map growth proceed. */
+	if (atomic_fetch_sub(&st->readers, 1) == 1 &&
+	    atomic_load(&st->grow_pending))
+		store_commit_wake(st);
+}
+
+/* Counts a read in unless a growth is pending. The count goes up before
+ * grow_pending is read, and the commit thread sets grow_pending before it
+ * reads the count (both seq_cst), so one of the two sees the other. */
+static bool reader_enter(struct store *st)
+{
+	atomic_fetch_add(&st->readers, 1);
+	if (!atomic_load(&st->grow_pending))
+		return true;
+	reader_leave(st);
+	return false;
+}
+
+/* The CLI cannot re-run its caller's writes after MDB_MAP_FULL, so it grows
+ * ahead: when the map is over half used and nothing else is open. */
+static void cli_grow(struct store *st)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+
+	if (st->loop != NULL || atomic_load(&st->readers) != 0 ||
+	    mdb_env_info(st->env, &info) != 0 ||
+	    mdb_env_stat(st->env, &ms) != 0)
+		return;
+	if ((info.me_last_pgno + 1) * ms.ms_psize > info.me_mapsize / 2)
+		store_remap(st, true);
+}
+
+/* MDB_MAP_RESIZED: another process grew the map past ours; adopt its size
+ * (set_mapsize 0). With the commit thread running only it may
+ * remap, behind the gate: ask it, and the caller retries (-EAGAIN).
+ * Without it (CLI, tests) this thread owns every txn of the process, so it
+ * remaps at once when no other read is open. Returns an LMDB code. */
+static int adopt_size(struct store *st, bool write)
+{
+	if (st->loop != NULL) {
+		atomic_store(&st->adopt, true);
+		store_commit_wake(st);
+		return MDB_MAP_RESIZED;
+	}
+	if (atomic_load(&st->readers) != (write ? 0 : 1))
+		return MDB_MAP_RESIZED;
+	return store_remap(st, false);
+}
+
+int store_txn_begin(struct store *st, bool write, struct store_txn **out)
+{
+	struct store_txn *t = NULL;
+	unsigned flags = write ? 0 : MDB_RDONLY;
+	int rc;
+
+	*out = NULL;
+	if (!write && !reader_enter(st))
+		return -EAGAIN;
+	if (write)
+		cli_grow(st);
+	t = xmalloc(sizeof *t);
+	*t = (struct store_txn){.st = st, .write = write};
+	rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+	if (rc == MDB_MAP_RESIZED && (rc = adopt_size(st, write)) == 0)
+		rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+	if ((rc = store_err(t, rc)) < 0)
+		goto fail;
+	*out = t;
+	return 0;
+fail:
+	free(t);
+	if (!write)
+		reader_leave(st);
+	return rc;
+}
+
+int store_txn_commit(struct store_txn *t)
+{
+	int rc;
+
+	if (!t->write || t->full) { /* a failed write cannot commit */
+		rc = t->full ? -ENOSPC : 0;
+		store_txn_abort(t);
+		return rc;
+	}
+	rc = store_err(t, mdb_txn_commit(t->txn));
+	free(t);
+	return rc;
+}
+
+void store_txn_abort(struct store_txn *t)
+{
+	if (t == NULL)
+		return;
+	mdb_txn_abort(t->txn);
+	if (!t->write)
+		reader_leave(t->st);
+	free(t);
+}
+
+/* --- domains ----------------------------------------------------------- */
+
+int store_domain_add(struct store_txn *t, const char *domain)
+{
+	unsigned char flags[4] = {0};
+	MDB_val v = {4, flags};
+	struct key d;
+	int rc = KEY(&d, domain, false);
+
+	if (rc == 0 && d.dom != NULL)
+		rc = -EINVAL;
+	return rc < 0 ? rc : put(t, DB_DOMAINS, &d.k, &v, MDB_NOOVERWRITE);
+}
+
+int store_domain_del(struct store_txn *t, const char *domain)
+{
+	struct key d;
+	int rc = KEY(&d, domain, false);
+
+	return rc < 0 ? rc : del(t, DB_DOMAINS, &d.k);
+}
+
+int store_domain_exists(struct store_txn *t, const char *domain)
+{
+	struct key d;
+	int rc = KEY(&d, domain, false);
+
+	return rc < 0 ? rc : has(t, DB_DOMAINS, &d.k);
+}
+
+static int domain_each(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	char name[STORE_ADDR_MAX + 1];
+	int rc = name_copy(k, name, STORE_ADDR_MAX);
+
+	(void)v;
+	return rc < 0 ? rc : w->fn.domain(name, w->arg);
+}
+
+int store_domain_list(struct store_txn *t,
+		      int (*fn)(const char *name, void *arg), void *arg)
+{
+	return walk(t, DB_DOMAINS, NULL, 0, domain_each,
+		    &(struct walk_ctx){.fn.domain = fn, .arg = arg});
+}
+
+/* --- messages and their reference counts ------------------------------- */
+
+static int ref_change(struct store_txn *t, uint64_t id, int delta)
+{
+	unsigned char kb[8], vb[4];
+	MDB_val k = {8, kb}, v;
+	int rc;
+
+	put_u64(kb, id);
+	if ((rc = get(t, DB_MSGREFS, &k, &v)) < 0)
+		return rc;
+	if (v.mv_size != 4)
+		return store_err(t, MDB_CORRUPTED);
+	if (delta < 0 && get_u32(v.mv_data) <= 1) /* the body goes too */
+		return (rc = del(t, DB_MSGREFS, &k)) < 0
+			   ? rc
+			   : del(t, DB_MESSAGES, &k);
+	put_u32(vb, get_u32(v.mv_data) + (uint32_t)delta);
+	v = (MDB_val){4, vb};
+	return put(t, DB_MSGREFS, &k, &v, 0);
+}
+
+int store_msg_put(struct store_txn *t, size_t len, uint64_t *id, void **dst)
+{
+	MDB_cursor *c = NULL;
+	unsigned char kb[8], zero[4] = {0};
+	MDB_val k, v;
+	uint64_t next = 1;
+	int rc;
+
+	/* Ids are never shown to anyone, so 1 + the largest one will do. */
+	if ((rc = store_err(
+		 t, mdb_cursor_open(t->txn, t->st->dbi[DB_MESSAGES], &c))) < 0)
+		goto fail;
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	if (rc == 0 && k.mv_size == 8)
+		next = get_u64(k.mv_data) + 1;
+	else if (rc == 0)
+		rc = MDB_CORRUPTED;
+	if ((rc = store_err(t, rc == MDB_NOTFOUND ? 0 : rc)) < 0)
+		goto fail;
+	put_u64(kb, next);
+	k = (MDB_val){8, kb};
+	v = (MDB_val){4, zero};
+	if ((rc = put(t, DB_MSGREFS, &k, &v, MDB_NOOVERWRITE)) < 0)
+		goto fail;
+	/* Reserved last: LMDB keeps the space ours only until the next write.
+	 */
+	v = (MDB_val){len, NULL};
+	if ((rc = put(t, DB_MESSAGES, &k, &v, MDB_RESERVE | MDB_APPEND)) < 0)
+		goto fail;
+	*id = next;
+	*dst = v.mv_data;
+fail:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+int store_msg_get(struct store_txn *t, uint64_t id, const void **data,
+		  size_t *len)
+{
+	unsigned char kb[8];
+	MDB_val k = {8, kb}, v;
+	int rc;
+
+	put_u64(kb, id);
+	if ((rc = get(t, DB_MESSAGES, &k, &v)) == 0) {
+		*data = v.mv_data;
+		*len = v.mv_size;
+	}
+	return rc;
+}
+
+int store_msg_count(struct store_txn *t, uint64_t *count)
+{
+	MDB_stat ms;
+	int rc = store_err(t, mdb_stat(t->txn, t->st->dbi[DB_MESSAGES], &ms));
+
+	*count = rc == 0 ? ms.ms_entries : 0;
+	return rc;
+}
+
+/* --- users ------------------------------------------------------------- */
+
+static int user_decode(const MDB_val *v, struct store_user *u)
+{
+	const char *p = v->mv_data;
+
+	if (v->mv_size < USER_FIXED || v->mv_size > USER_FIXED + STORE_HASH_MAX)
+		return store_err(NULL, MDB_CORRUPTED);
+	u->flags = get_u32(p);
+	u->quota = get_u64(p + 4);
+	u->next_uid = get_u32(p + 12);
+	memcpy(u->hash, p + USER_FIXED, v->mv_size - USER_FIXED);
+	u->hash[v->mv_size - USER_FIXED] = '\0';
+	return 0;
+}
+
+static int user_put(struct store_txn *t, struct key *a,
+		    const struct store_user *u, unsigned flags)
+{
+	unsigned char rec[USER_FIXED + STORE_HASH_MAX];
+	size_t hlen = strlen(u->hash);
+	MDB_val v = {USER_FIXED + hlen, rec};
+
+	put_u32(rec, u->flags);
+	put_u64(rec + 4, u->quota);
+	put_u32(rec + 12, u->next_uid);
+	memcpy(rec + USER_FIXED, u->hash, hlen);
+	return put(t, DB_USERS, &a->k, &v, flags);
+}
+
+static int user_find(struct store_txn *t, struct key *a, const char *addr,
+		     struct store_user *u)
+{
+	MDB_val v;
+	int rc = KEY(a, addr, true);
+
+	if (rc == 0 && (rc = get(t, DB_USERS, &a->k, &v)) == 0)
+		rc = user_decode(&v, u);
+	return rc;
+}
+
+/* For a new user or alias: its domain is local and the name is unused by
+ * either, since one name has one meaning. */
+static int name_check(struct store_txn *t, struct key *a, const char *addr)
+{
+	int rc = KEY(a, addr, true);
+
+	if (rc == 0 && (rc = store_domain_exists(t, a->dom)) == 0)
+		rc = -ENOENT;
+	if (rc > 0 && (rc = has(t, DB_USERS, &a->k)) == 0)
+		rc = has(t, DB_ALIASES, &a->k);
+	return rc > 0 ? -EEXIST : rc;
+}
+
+int store_user_add(struct store_txn *t, const char *addr, const char *hash)
+{
+	struct store_user u = {.next_uid = 1};
+	struct key a;
+	int rc;
+
+	if (hash == NULL || strlen(hash) > STORE_HASH_MAX)
+		return -EINVAL;
+	if ((rc = name_check(t, &a, addr)) < 0)
+		return rc;
+	strcpy(u.hash, hash);
+	return user_put(t, &a, &u, MDB_NOOVERWRITE);
+}
+
+static int mail_first(const struct store_mail *m, void *arg)
+{
+	*(uint32_t *)arg = m->uid;
+	return 1;
+}
+
+int store_user_del(struct store_txn *t, const char *addr)
+{
+	struct key a;
+	uint32_t uid;
+	int rc;
+
+	/* Empty the mailbox first: each entry drops its message reference. */
+	while ((rc = store_mailbox_list(t, addr, mail_first, &uid)) == 1)
+		if ((rc = store_mailbox_del(t, addr, uid)) < 0)
+			return rc;
+	if (rc == 0)
+		rc = KEY(&a, addr, true);
+	return rc < 0 ? rc : del(t, DB_USERS, &a.k);
+}
+
+int store_user_set_hash(struct store_txn *t, const char *addr, const char *hash)
+{
+	struct store_user u;
+	struct key a;
+	int rc;
+
+	if (hash == NULL || strlen(hash) > STORE_HASH_MAX)
+		return -EINVAL;
+	if ((rc = user_find(t, &a, addr, &u)) < 0)
+		return rc;
+	strcpy(u.hash, hash);
+	return user_put(t, &a, &u, 0);
+}
+
+int store_user_get(struct store_txn *t, const char *addr, struct store_user *u)
+{
+	struct key a;
+
+	return user_find(t, &a, addr, u);
+}
+
+static int user_each(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	char addr[STORE_ADDR_MAX + 1];
+	struct store_user u;
+	int rc = name_copy(k, addr, STORE_ADDR_MAX);
+
+	if (rc == 0)
+		rc = user_decode(v, &u);
+	return rc < 0 ? rc : w->fn.user(addr, &u, w->arg);
+}
+
+int store_user_list(struct store_txn *t,
+		    int (*fn)(const char *addr, const struct store_user *u,
+			      void *arg),
+		    void *arg)
+{
+	return walk(t, DB_USERS, NULL, 0, user_each,
+		    &(struct walk_ctx){.fn.user = fn, .arg = arg});
+}
+
+/* --- aliases ----------------------------------------------------------- */
+
+int store_alias_add(struct store_txn *t, const char *alias, const char *targets)
+{
+	char norm[STORE_ALIAS_MAX + 1];
+	const char *p, *end;
+	struct key a, u;
+	size_t n = 0, len;
+	MDB_val v;
+	int rc;
+
+	if (targets == NULL)
+		return -EINVAL;
+	if ((rc = name_check(t, &a, alias)) < 0)
+		return rc;
+	/* Kept normalised ("a@x,b@y") so resolving only splits on ','. */
+	for (p = targets;; p = end + 1) {
+		end = strchr(p, ',');
+		end = end != NULL ? end : p + strlen(p);
+		p += strspn(p, " \t");
+		for (len = (size_t)(end - p);
+		     len > 0 && strchr(" \t", p[len - 1]);)
+			len--;
+		if ((rc = key_make(&u, p, len, true)) < 0)
+			return rc;
+		if (n + 1 + len > STORE_ALIAS_MAX)
+			return -EINVAL;
+		if ((rc = has(t, DB_USERS, &u.k)) <= 0)
+			return rc == 0 ? -ENOENT : rc;
+		n += (size_t)sprintf(norm + n, "%s%s", n ? "," : "", u.s);
+		if (*end == '\0')
+			break;
+	}
+	v = (MDB_val){n, norm};
+	return put(t, DB_ALIASES, &a.k, &v, MDB_NOOVERWRITE);
+}
+
+int store_alias_del(struct store_txn *t, const char *alias)
+{
+	struct key a;
+	int rc = KEY(&a, alias, true);
+
+	return rc < 0 ? rc : del(t, DB_ALIASES, &a.k);
+}
+
+static int alias_each(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	char alias[STORE_ADDR_MAX + 1], targets[STORE_ALIAS_MAX + 1];
+	int rc = name_copy(k, alias, STORE_ADDR_MAX);
+
+	if (rc == 0)
+		rc = name_copy(v, targets, STORE_ALIAS_MAX);
+	return rc < 0 ? rc : w->fn.alias(alias, targets, w->arg);
+}
+
+int store_alias_list(struct store_txn *t,
+		     int (*fn)(const char *alias, const char *targets,
+			       void *arg),
+		     void *arg)
+{
+	return walk(t, DB_ALIASES, NULL, 0, alias_each,
+		    &(struct walk_ctx){.fn.alias = fn, .arg = arg});
+}
+
+/* Every name met so far, users and aliases: drops duplicate users and
+ * stops alias loops. */
+struct resolve {
+	struct store_txn *t;
+	char **seen;
+	size_t nseen;
+	void (*fn)(const char *user, void *arg);
+	void *arg;
+	int users;
+};
+
+static int resolve_name(struct resolve *r, MDB_val *k, int depth)
+{
+	const char *p, *end, *comma;
+	MDB_val v, tk;
+	char *name;
+	int rc;
+
+	for (size_t i = 0; i < r->nseen; i++)
+		if (strlen(r->seen[i]) == k->mv_size &&
+		    memcmp(r->seen[i], k->mv_data, k->mv_size) == 0)
+			return 0;
+	r->seen = xrealloc(r->seen, (r->nseen + 1) * sizeof *r->seen);
+	name = r->seen[r->nseen++] = xmalloc(k->mv_size + 1);
+	name_copy(k, name, k->mv_size);
+	if ((rc = has(r->t, DB_USERS, k)) > 0) {
+		r->fn(name, r->arg);
+		r->users++;
+	}
+	if (rc != 0)
+		return rc < 0 ? rc : 0;
+	rc = get(r->t, DB_ALIASES, k, &v);
+	if (rc == -ENOENT) /* a target deleted since */
+		return 0;
+	if (rc < 0 || depth == RESOLVE_DEPTH)
+		return rc;
+	/* v stays valid: nothing is written while we resolve. */
+	for (p = v.mv_data, end = p + v.mv_size; p < end; p = comma + 1) {
+		comma = memchr(p, ',', (size_t)(end - p));
+		comma = comma != NULL ? comma : end;
+		tk = (MDB_val){(size_t)(comma - p), (void *)p};
+		if ((rc = resolve_name(r, &tk, depth + 1)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int store_rcpt_resolve(struct store_txn *t, const char *addr,
+		       void (*fn)(const char *user, void *arg), void *arg)
+{
+	struct resolve r = {.t = t, .fn = fn, .arg = arg};
+	struct key a;
+	int rc = KEY(&a, addr, true);
+
+	if (rc == 0)
+		rc = resolve_name(&r, &a.k, 0);
+	for (size_t i = 0; i < r.nseen; i++)
+		free(r.seen[i]);
+	free(r.seen);
+	return rc < 0 ? rc : r.users > 0 ? r.users : -ENOENT;
+}
+
+/* --- mailboxes --------------------------------------------------------- */
+
+/* Builds a's mailbox key for uid in kb. */
+static MDB_val mbox_key(const struct key *a, uint32_t uid, unsigned char *kb)
+{
+	memcpy(kb, a->s, a->k.mv_size + 1);
+	put_u32(kb + a->k.mv_size + 1, uid);
+	return (MDB_val){a->k.mv_size + 5, kb};
+}
+
+int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
+		      uint32_t *uid)
+{
+	unsigned char kb[STORE_ADDR_MAX + 5], vb[16];
+	struct store_user u;
+	struct key a;
+	const void *data;
+	MDB_val k, v = {16, vb};
+	size_t len;
+	int rc;
+
+	if ((rc = user_find(t, &a, user, &u)) < 0 ||
+	    (rc = store_msg_get(t, id, &data, &len)) < 0)
+		return rc;
+	if (u.next_uid == UINT32_MAX) /* POP3 UIDs must never wrap */
+		return -ENOSPC;
+	k = mbox_key(&a, u.next_uid, kb);
+	put_u64(vb, id);
+	put_u64(vb + 8, len);
+	if ((rc = put(t, DB_MAILBOX, &k, &v, MDB_NOOVERWRITE)) < 0 ||
+	    (rc = ref_change(t, id, +1)) < 0)
+		return rc;
+	if (uid != NULL)
+		*uid = u.next_uid;
+	u.next_uid++;
+	return user_put(t, &a, &u, 0);
+}
+
+int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid)
+{
+	unsigned char kb[STORE_ADDR_MAX + 5];
+	struct key a;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = KEY(&a, user, true)) < 0)
+		return rc;
+	k = mbox_key(&a, uid, kb);
+	if ((rc = get(t, DB_MAILBOX, &k, &v)) < 0)
+		return rc;
+	if (v.mv_size != 16)
+		return store_err(t, MDB_CORRUPTED);
+	uint64_t id = get_u64(v.mv_data);
+	return (rc = del(t, DB_MAILBOX, &k)) < 0 ? rc : ref_change(t, id, -1);
+}
+
+static int mail_each(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	struct store_mail m;
+
+	if (v->mv_size != 16 || k->mv_size < 5)
+		return store_err(NULL, MDB_CORRUPTED);
+	m.uid = get_u32((const char *)k->mv_data + k->mv_size - 4);
+	m.id = get_u64(v->mv_data);
+	m.size = get_u64((const char *)v->mv_data + 8);
+	return w->fn.mail(&m, w->arg);
+}
+
+int store_mailbox_list(struct store_txn *t, const char *user,
+		       int (*fn)(const struct store_mail *m, void *arg),
+		       void *arg)
+{
+	struct walk_ctx w = {.fn.mail = fn, .arg = arg};
+	struct key a;
+	int rc = KEY(&a, user, true);
+
+	/* The address with its NUL prefixes exactly this user's entries. */
+	return rc < 0
+		   ? rc
+		   : walk(t, DB_MAILBOX, a.s, a.k.mv_size + 1, mail_each, &w);
+}
+
+/* --- queue ------------------------------------------------------------- */
+
+static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct walk_ctx *w = ctx;
+	const char *p = (const char *)v->mv_data + 4, *str[3];
+	const char *end = (const char *)v->mv_data + v->mv_size;
+	struct store_queue_entry e;
+
+	if (k->mv_size != 16 || v->mv_size < 4)
+		return store_err(NULL, MDB_CORRUPTED);
+	for (int i = 0; i < 3; i++) { /* three NUL-terminated strings */
+		const char *nul = memchr(p, '\0', (size_t)(end - p));
+		if (nul == NULL)
+			return store_err(NULL, MDB_CORRUPTED);
+		str[i] = p;
+		p = nul + 1;
+	}
+	e = (struct store_queue_entry){
+	    .next_attempt = get_u64(k->mv_data),
+	    .id = get_u64((const char *)k->mv_data + 8),
+	    .sender = str[0],
+	    .recipient = str[1],
+	    .last_error = str[2],
+	    .attempts = get_u32(v->mv_data),
+	};
+	return w->fn.queue(&e, w->arg);
+}
+
+int store_queue_list(struct store_txn *t,
+		     int (*fn)(const struct store_queue_entry *e, void *arg),
+		     void *arg)
+{
+	return walk(t, DB_QUEUE, NULL, 0, queue_each,
+		    &(struct walk_ctx){.fn.queue = fn, .arg = arg});
+}

@@ -1,0 +1,200 @@
+/*
+ * store.h - the LMDB store: domains, users, aliases, messages, mailboxes and
+ * the (future) outbound queue, in one LMDB environment.
+ *
+ * This header is the manual. Every function returns 0 (or a documented
+ * positive count/flag) on success and a negative errno on failure; LMDB's own
+ * codes never leave store/:
+ *   -ENOENT   no such key          -EEXIST   key already present
+ *   -ENOSPC   map full and cannot grow, or disk full
+ *   -EAGAIN   try again later (map being resized, reader slots full)
+ *   -EPROTO   the environment has a schema version this binary does not know
+ *   -EINVAL   bad argument (empty/oversized key)
+ *   -EIO      anything else LMDB reported (logged once)
+ *
+ * Addresses and domains are stored lower-cased; callers may pass any case.
+ * store/ knows libuv (thread, mutex, async) but no socket or protocol.
+ */
+#ifndef PILLARBOX_STORE_H
+#define PILLARBOX_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_ADDR_MAX	     320 /* RFC 5321 4.5.3.1: 64 local + @ + 255 domain */
+#define STORE_HASH_MAX	     160  /* a crypt(3) hash string, yescrypt is ~73 */
+#define STORE_ALIAS_MAX	     4096 /* comma-joined targets of one alias */
+#define STORE_MAP_INITIAL    (64u << 20) /* first map size; doubled when full */
+
+struct store;
+struct store_txn;
+
+/* --- environment ------------------------------------------------------- */
+
+/* Opens (creating when missing) the environment in directory dir, which is
+ * created with mode 0700 when absent. max_size caps map growth in bytes
+ * (0 = no cap but the address space). Writes the schema version into a new
+ * store; refuses (-EPROTO) one with another version. */
+int store_open(const char *dir, uint64_t max_size, struct store **out);
+
+/* Closes the environment. No transaction may be open and the commit thread
+ * must be stopped. NULL is a no-op. */
+void store_close(struct store *st);
+
+/* Current size of the data file in bytes (for logs and figures). */
+uint64_t store_file_size(struct store *st);
+
+/* --- transactions ------------------------------------------------------ */
+
+/* Begins a transaction. A read transaction (write=false) may be taken on
+ * the loop thread; several may be open at once (MDB_NOTLS). A write
+ * transaction is for the CLI and for store_commit's thread only: the server
+ * never writes from the loop. Returns -EAGAIN for a read while the commit
+ * thread is growing the map and other reads are still open (retry later). */
+int store_txn_begin(struct store *st, bool write, struct store_txn **out);
+
+/* Commits a write transaction (synced to disk when this returns 0) and
+ * frees it. On a read transaction it is the same as store_txn_abort. */
+int store_txn_commit(struct store_txn *txn);
+
+/* Aborts (or ends a read) transaction and frees it. NULL is a no-op. */
+void store_txn_abort(struct store_txn *txn);
+
+/* --- domains: domain -> flags ----------------------------------------- */
+
+int store_domain_add(struct store_txn *txn, const char *domain); /* -EEXIST */
+int store_domain_del(struct store_txn *txn, const char *domain); /* -ENOENT */
+/* 1 if domain is local, 0 if not, <0 on error. */
+int store_domain_exists(struct store_txn *txn, const char *domain);
+/* Calls fn once per domain in order; stops early when fn returns non-zero
+ * and returns that value. name is valid only during the call. */
+int store_domain_list(struct store_txn *txn,
+		      int (*fn)(const char *name, void *arg), void *arg);
+
+/* --- users: address -> hash, flags, quota, next uid -------------------- */
+
+#define STORE_USER_ADMIN 0x1u
+
+struct store_user {
+	char hash[STORE_HASH_MAX + 1]; /* crypt(3) string */
+	uint32_t flags;		       /* STORE_USER_* */
+	uint64_t quota;		       /* bytes, 0 = none */
+	uint32_t next_uid;	       /* next mailbox uid; uids never reused */
+};
+
+/* Adds a user; the domain of addr must be local (-ENOENT otherwise);
+ * -EEXIST if the user or an alias of that name exists. */
+int store_user_add(struct store_txn *txn, const char *addr, const char *hash);
+/* Deletes a user and their mailbox (dropping message references). */
+int store_user_del(struct store_txn *txn, const char *addr);
+int store_user_set_hash(struct store_txn *txn, const char *addr,
+			const char *hash);
+/* Copies the record into *u. -ENOENT if there is no such user. */
+int store_user_get(struct store_txn *txn, const char *addr,
+		   struct store_user *u);
+/* Calls fn per user in address order (see store_domain_list). */
+int store_user_list(struct store_txn *txn,
+		    int (*fn)(const char *addr, const struct store_user *u,
+			      void *arg),
+		    void *arg);
+
+/* --- aliases: alias -> comma-joined targets ---------------------------- */
+
+/* targets: "a@x,b@y" (spaces allowed around commas). Each target must be a
+ * local user (-ENOENT names none); the alias's domain must be local;
+ * -EEXIST if a user or alias of that name exists. */
+int store_alias_add(struct store_txn *txn, const char *alias,
+		    const char *targets);
+int store_alias_del(struct store_txn *txn, const char *alias);
+int store_alias_list(struct store_txn *txn,
+		     int (*fn)(const char *alias, const char *targets,
+			       void *arg),
+		     void *arg);
+
+/* Resolves a recipient address to local users: a user resolves to itself,
+ * an alias to its targets (aliases of aliases are followed up to 8 deep,
+ * duplicates dropped). fn is called once per distinct user address (valid
+ * during the call). Returns the number of users (>0), -ENOENT when addr is
+ * neither a user nor an alias that reaches one. */
+int store_rcpt_resolve(struct store_txn *txn, const char *addr,
+		       void (*fn)(const char *user, void *arg), void *arg);
+
+/* --- messages: id -> raw bytes (refcount kept beside it) --------------- */
+
+/* Reserves a new message of len bytes with reference count 0 and returns
+ * its id and a pointer to fill (valid until the transaction ends). A
+ * message left with no reference when the transaction commits is a bug:
+ * give it at least one mailbox entry. */
+int store_msg_put(struct store_txn *txn, size_t len, uint64_t *id, void **dst);
+/* Points *data at the stored bytes (valid until txn ends). -ENOENT. */
+int store_msg_get(struct store_txn *txn, uint64_t id, const void **data,
+		  size_t *len);
+/* Number of stored message bodies (for tests and figures). */
+int store_msg_count(struct store_txn *txn, uint64_t *count);
+
+/* --- mailboxes: user || uid -> message id, size ------------------------ */
+
+struct store_mail {
+	uint32_t uid;  /* per-user, increasing, never reused */
+	uint64_t id;   /* message id */
+	uint64_t size; /* octets */
+};
+
+/* Appends message id to user's mailbox with the user's next uid (returned
+ * in *uid when not NULL) and adds one reference to the message. */
+int store_mailbox_add(struct store_txn *txn, const char *user, uint64_t id,
+		      uint32_t *uid);
+/* Removes entry uid; drops the reference and deletes the message body when
+ * it was the last one. -ENOENT if absent. */
+int store_mailbox_del(struct store_txn *txn, const char *user, uint32_t uid);
+/* Calls fn per entry in uid order (see store_domain_list). */
+int store_mailbox_list(struct store_txn *txn, const char *user,
+		       int (*fn)(const struct store_mail *m, void *arg),
+		       void *arg);
+
+/* --- outbound queue: next-attempt || id -> entry ----------------------- */
+
+/* Calls fn per queued entry; the queue is filled by the relay issue. */
+struct store_queue_entry {
+	uint64_t next_attempt, id;
+	const char *sender, *recipient, *last_error;
+	uint32_t attempts;
+};
+int store_queue_list(struct store_txn *txn,
+		     int (*fn)(const struct store_queue_entry *e, void *arg),
+		     void *arg);
+
+/* --- group commit ------------------------------------------------------ */
+
+/* A unit of work for the commit thread. run() executes on the commit thread
+ * inside a nested write transaction: return 0 to keep its changes, <0 to
+ * undo just this job. done() runs later on the loop thread with the job's
+ * final result (0 only once the enclosing transaction is synced). The
+ * caller owns the job memory until done() is called. */
+struct store_job {
+	int (*run)(struct store_txn *txn, void *arg);
+	void (*done)(void *arg, int rc);
+	void *arg;
+	int rc;			/* private */
+	struct store_job *next; /* private */
+};
+
+/* Starts the commit thread, which reports back to loop. */
+int store_commit_start(struct store *st, uv_loop_t *loop);
+
+/* Queues a job (loop thread). Every job waiting when the thread wakes is
+ * run in one write transaction and made durable by one commit. */
+void store_commit_submit(struct store *st, struct store_job *job);
+
+/* Lets queued jobs finish (their done() callbacks run), then stops the
+ * thread and closes its async handle. Call from the loop thread; the loop
+ * must run afterwards for the close callback. */
+void store_commit_stop(struct store *st);
+
+/* Figures: commits made and jobs run since start (for the bench). */
+void store_commit_stats(struct store *st, uint64_t *commits, uint64_t *jobs);
+
+#endif

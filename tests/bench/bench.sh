@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# bench.sh - pillarbox benchmark (`./build.sh bench`). Prints figures only;
+# nothing here is a pass/fail test. Every figure that has a target is a
+# ratio or an amount measured in this same run, since the machine is shared.
+#
+#   1. syncrate: fdatasync()/s one thread gets in the data directory
+#   2. SMTP accept rate at 1, 16, 128 sessions (no pipelining), the ratio
+#      to syncrate, and syncs (store commits) per message
+#   3. RSS added by 2,000 idle SMTP and 2,000 idle POP3 connections
+#   4. stripped binary size, RSS at rest after event=ready
+#   5. POP3 retrieval (16 clients x own mailbox, 4 KiB and 1 MiB messages),
+#      pillarbox and Dovecot side by side
+#
+# Everything listens and connects on 127.0.0.1 only, ports picked at run
+# time, inside one mktemp -d work dir; every process started is stopped on
+# exit. Environment knobs:
+#   PILLARBOX_BIN   server binary (default build/pillarbox; not rebuilt then)
+#   BENCH_SECONDS   length of each SMTP accept run (default 5)
+#   BENCH_REPEAT    POP3 retrieval runs per server, best kept (default 2)
+#   BENCH_DIR       parent of the work dir (default $TMPDIR or /tmp)
+#   BENCH_KEEP=1    keep the work dir (logs) afterwards
+#   BENCH_DOVECOT=0 skip the Dovecot comparison
+# Exit 0 when everything ran (targets missed or not); 1 when something could
+# not be run or a load generator reported protocol errors.
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LG=$ROOT/build/loadgen
+SR=$ROOT/build/syncrate
+SECS=${BENCH_SECONDS:-5}
+REPEAT=${BENCH_REPEAT:-2}
+NUSERS=16
+PASS=benchpass
+IDLE_N=2000
+
+say() { echo "bench: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+if [ -n "${PILLARBOX_BIN:-}" ]; then
+	BIN=$PILLARBOX_BIN
+	make -s -C "$ROOT" build/loadgen build/syncrate >&2 || die "build failed"
+else
+	BIN=$ROOT/build/pillarbox
+	make -s -C "$ROOT" build/pillarbox build/loadgen build/syncrate >&2 ||
+		die "build failed"
+fi
+[ -x "$BIN" ] || die "no server binary $BIN"
+
+W=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/pillarbox-bench.XXXXXX") ||
+	die "mktemp failed"
+chmod 755 "$W" # dovecot's unprivileged processes walk into it
+
+PIDS=() # everything started in the background
+cleanup() {
+	local p
+	exec 9>&- 2>/dev/null
+	for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then say "work dir kept: $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# Raise the descriptor limit for the idle-connection runs (server and
+# loadgen both inherit it).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((IDLE_N + 100)) ] ||
+	say "warning: ulimit -n is $(ulimit -n), idle runs may fail"
+
+RESULTS=() # "name: value (target)" lines
+RC=0
+res() { RESULTS+=("$1"); say "$1"; }
+fail() { RC=1; res "$1: error ($2)"; }
+kv() { sed -n "s/.*\b$2=\([^ ]*\).*/\1/p" "$1" | tail -n 1; } # FILE KEY
+calc() { awk "BEGIN { printf(\"%.${2:-1}f\", $1) }"; }           # EXPR [DECIMALS]
+# target VALUE OP LIMIT TEXT -> "(TEXT)" or "(TEXT) MISSED"
+target() {
+	if awk "BEGIN { exit !($1 $2 $3) }"; then echo "($4)"; else echo "($4) MISSED"; fi
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+bg() { "$@" & PIDS+=($!); } # run in the background, remembered for cleanup
+forget() { local k; for k in "${!PIDS[@]}"; do [ "${PIDS[$k]}" = "$1" ] && unset "PIDS[$k]"; done; }
+
+# ---- pillarbox servers ------------------------------------------------------
+# Each run gets its own directory and a copy of a template data dir that
+# already has the users u1..u16@localhost (password $PASS).
+pb_conf() { # DIR
+	mkdir -p "$1/data"
+	cat >"$1/pb.conf" <<EOF
+[server]
+hostname = mx.test
+data_dir = $1/data
+domains = localhost
+max_store_size = 2G
+[smtp]
+listen = 127.0.0.1:0
+max_connections_per_ip = 5000
+[pop3]
+listen = 127.0.0.1:0
+login_delay = 0
+max_connections_per_ip = 5000
+EOF
+}
+
+pb_template() {
+	local i
+	pb_conf "$W/template"
+	for i in $(seq $NUSERS); do
+		echo "$PASS" | "$BIN" -c "$W/template/pb.conf" user add "u$i@localhost" \
+			2>>"$W/template/cli.log" || return 1
+	done
+}
+
+SPID= SMTP_PORT= POP3_PORT= SDIR=
+pb_start() { # DIR: fresh server from the template; sets SPID and ports
+	local i
+	SDIR=$1
+	pb_conf "$SDIR"
+	cp -a "$W/template/data/." "$SDIR/data/"
+	bg "$BIN" serve -c "$SDIR/pb.conf" >"$SDIR/server.log" 2>&1
+	SPID=$!
+	for i in $(seq 300); do
+		grep -q 'event=ready' "$SDIR/server.log" && break
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! grep -q 'event=ready' "$SDIR/server.log"; then
+		say "server in $SDIR did not become ready:"
+		tail -n 20 "$SDIR/server.log" >&2
+		pb_stop
+		return 1
+	fi
+	SMTP_PORT=$(sed -n 's/.*event=listening proto=smtp addr=[^ ]*:\([0-9]*\).*/\1/p' "$SDIR/server.log" | tail -n 1)
+	POP3_PORT=$(sed -n 's/.*event=listening proto=pop3 addr=[^ ]*:\([0-9]*\).*/\1/p' "$SDIR/server.log" | tail -n 1)
+	[ -n "$SMTP_PORT" ] && [ -n "$POP3_PORT" ]
+}
+
+COMMITS=
+pb_stop() { # graceful stop; COMMITS= the count from event=stats, or n/a
+	local i
+	COMMITS=n/a
+	[ -n "$SPID" ] || return 0
+	kill -TERM "$SPID" 2>/dev/null
+	for i in $(seq 300); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$SPID" 2>/dev/null && say "server $SPID needed SIGKILL"
+	wait "$SPID" 2>/dev/null
+	forget "$SPID"
+	SPID=
+	COMMITS=$(kv "$SDIR/server.log" commits)
+	COMMITS=${COMMITS:-n/a}
+}
+
+# ---- 1. syncrate ------------------------------------------------------------
+say "syncrate"
+mkdir -p "$W/syncdir"
+SYNC=
+if "$SR" "$W/syncdir" 2 >"$W/syncrate.out"; then
+	SYNC=$(kv "$W/syncrate.out" syncs_per_s)
+	res "syncrate: $(calc "$SYNC" 0) fdatasync/s"
+else
+	fail syncrate "syncrate failed"
+fi
+
+pb_template || die "could not create users: $(tail -n 3 "$W/template/cli.log")"
+
+# ---- 4. binary size -----------------------------------------------------------
+if strip -o "$W/pillarbox.stripped" "$BIN" 2>/dev/null; then
+	SZ=$(stat -c %s "$W/pillarbox.stripped")
+	res "binary stripped: $(calc "$SZ/1024") KiB $(target "$SZ" '<=' 1048576 '<= 1 MiB')"
+else
+	fail "binary stripped" "strip failed"
+fi
+
+# ---- 3. idle connections (and RSS at rest) ------------------------------------
+idle_run() { # PROTO
+	local p=$1 port before after lpid i
+	local d=$W/idle_$p
+	pb_start "$d" || { fail "idle $p" "server did not start"; return; }
+	sleep 0.5
+	before=$(rss_kib "$SPID")
+	if [ "$p" = smtp ]; then
+		port=$SMTP_PORT
+		res "rss at rest: $(calc "$before/1024") MiB $(target "$before" '<=' 4096 '<= 4 MiB')"
+	else
+		port=$POP3_PORT
+	fi
+	mkfifo "$d/hold"
+	bg "$LG" idle "$p" 127.0.0.1 "$port" $IDLE_N <"$d/hold" >"$d/idle.out" 2>"$d/idle.err"
+	lpid=$!
+	exec 9>"$d/hold" # loadgen holds its connections until this closes
+	for i in $(seq 1200); do
+		grep -q '^ready' "$d/idle.out" && break
+		kill -0 "$lpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	sleep 1
+	after=$(rss_kib "$SPID")
+	exec 9>&-
+	wait "$lpid"
+	forget "$lpid"
+	pb_stop
+	local g
+	g=$(kv "$d/idle.out" greeted)
+	if [ "${g:-0}" != $IDLE_N ] || grep -q 'dropped=[1-9]' "$d/idle.out"; then
+		fail "idle $p" "greeted ${g:-0} of $IDLE_N: $(head -n 2 "$d/idle.err" | tr '\n' ' ')"
+		return
+	fi
+	local add=$((after - before))
+	res "idle $p $IDLE_N conns: +$(calc "$add/1024") MiB, $(calc "$add/$IDLE_N" 2) KiB/conn $(target "$add" '<=' 8192 '<= 8 MiB total')"
+}
+say "idle connections"
+idle_run smtp
+idle_run pop3
+
+# ---- 2. SMTP accept rate --------------------------------------------------------
+RATE128=
+for c in 1 16 128; do
+	say "smtp accept, $c sessions, ${SECS}s"
+	d=$W/smtp_c$c
+	pb_start "$d" || { fail "smtp c=$c" "server did not start"; continue; }
+	"$LG" smtp 127.0.0.1 "$SMTP_PORT" "$c" "$SECS" 4096 $NUSERS >"$d/lg.out" 2>"$d/lg.err"
+	pb_stop
+	commits=$COMMITS
+	msgs=$(kv "$d/lg.out" msgs)
+	rate=$(kv "$d/lg.out" msgs_per_s)
+	errs=$(kv "$d/lg.out" errors)
+	if [ -z "$rate" ] || [ "${errs:-1}" != 0 ]; then
+		fail "smtp c=$c" "loadgen: $(head -n 3 "$d/lg.err" | tr '\n' ' ')"
+		continue
+	fi
+	res "smtp accept c=$c: $rate msgs/s"
+	if [ "$commits" = n/a ] || [ "${msgs:-0}" = 0 ]; then
+		res "smtp syncs/msg c=$c: n/a"
+	else
+		res "smtp syncs/msg c=$c: $(calc "$commits/$msgs" 3) ($commits commits, $msgs msgs)"
+	fi
+	[ $c = 128 ] && RATE128=$rate
+done
+if [ -n "$RATE128" ] && [ -n "$SYNC" ]; then
+	r=$(calc "$RATE128/$SYNC" 4)
+	res "smtp c=128 / syncrate: $(calc "$r" 2) x $(target "$r" '>=' 2 '>= 2x')"
+fi
+
+# ---- 5. POP3 retrieval ----------------------------------------------------------
+# pop3_best PORT OUTPREFIX -> best of REPEAT runs into OUTPREFIX.best
+pop3_best() {
+	local port=$1 out=$2 i best=-1 r
+	for i in $(seq "$REPEAT"); do
+		"$LG" pop3 127.0.0.1 "$port" $NUSERS $NUSERS "$PASS" >"$out.$i" 2>"$out.$i.err" ||
+			{ say "pop3 run failed: $(head -n 3 "$out.$i.err" | tr '\n' ' ')"; return 1; }
+		r=$(kv "$out.$i" msgs_per_s)
+		if awk "BEGIN { exit !($r > $best) }"; then best=$r; cp "$out.$i" "$out.best"; fi
+	done
+}
+
+declare -A PBR DVR # msgs/s per size label
+pop3_pillarbox() { # LABEL PERUSER MSGSIZE
+	local l=$1 n=$2 size=$3 d=$W/pop3_$1
+	say "pop3 pillarbox $l: fill $NUSERS x $n"
+	pb_start "$d" || { fail "pop3 $l pillarbox" "server did not start"; return; }
+	if ! "$LG" fill 127.0.0.1 "$SMTP_PORT" $NUSERS "$n" "$size" >"$d/fill.out" 2>"$d/fill.err"; then
+		pb_stop
+		fail "pop3 $l pillarbox" "fill: $(head -n 3 "$d/fill.err" | tr '\n' ' ')"
+		return
+	fi
+	say "pop3 pillarbox $l: retrieve"
+	if pop3_best "$POP3_PORT" "$d/pop3"; then
+		local m
+		m=$(kv "$d/pop3.best" msgs)
+		if [ "$m" != $((NUSERS * n)) ]; then
+			fail "pop3 $l pillarbox" "retrieved $m of $((NUSERS * n)) messages"
+		else
+			PBR[$l]=$(kv "$d/pop3.best" msgs_per_s)
+			res "pop3 $l pillarbox: ${PBR[$l]} msgs/s, $(kv "$d/pop3.best" mb_per_s) MB/s"
+		fi
+	else
+		fail "pop3 $l pillarbox" "retrieval failed"
+	fi
+	pb_stop
+}
+pop3_pillarbox 4k 1000 4096
+pop3_pillarbox 1m 20 1048576
+
+# ---- 5b. the same against Dovecot -------------------------------------------------
+DV_OK=0
+dovecot_setup() {
+	if [ "${BENCH_DOVECOT:-1}" = 0 ]; then return 1; fi
+	if [ ! -x /usr/lib/dovecot/pop3 ] || ! command -v dovecot >/dev/null; then
+		[ "$(id -u)" = 0 ] || return 1
+		say "installing dovecot-pop3d"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get install -y -qq dovecot-pop3d >"$W/apt.log" 2>&1 ||
+			{ apt-get update -qq >>"$W/apt.log" 2>&1 &&
+				apt-get install -y -qq dovecot-pop3d >>"$W/apt.log" 2>&1; } || return 1
+		[ -x /usr/lib/dovecot/pop3 ] || return 1
+	fi
+	return 0
+}
+
+dovecot_start() { # sets DVPID, DVPORT
+	local d=$W/dovecot u g iu lu i
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	if [ "$(id -u)" = 0 ]; then
+		# dovecot runs no mail session as root: mail belongs to nobody, and
+		# its own processes use the users the package made
+		u=$(id -u nobody) g=$(id -g nobody) iu=dovecot lu=dovenull
+		for i in dovecot dovenull; do
+			getent passwd $i >/dev/null ||
+				useradd --system --no-create-home --shell /usr/sbin/nologin $i ||
+				return 1
+		done
+	else
+		u=$(id -u) g=$(id -g) iu=$(id -un) lu=$(id -un)
+	fi
+	for i in $(seq $NUSERS); do
+		echo "u$i@localhost:{PLAIN}$PASS:$u:$g::$d/mail/u$i@localhost::"
+	done >"$d/users"
+	chmod 644 "$d/users"
+	fill_maildirs "$d/mail" || return 1
+	chown -R "$u:$g" "$d/mail"
+	DVPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') ||
+		return 1
+	cat >"$d/dovecot.conf" <<EOF
+base_dir = $d/run
+state_dir = $d/state
+instance_name = pillarbox-bench
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:$d/mail/%u
+log_path = $d/dovecot.log
+default_internal_user = $iu
+default_login_user = $lu
+# POP3 RETR would otherwise rename every file to set \\Seen
+pop3_no_flag_updates = yes
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $d/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u $d/users
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $DVPORT
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+EOF
+	bg dovecot -F -c "$d/dovecot.conf" >"$d/stdout" 2>&1
+	DVPID=$!
+	for i in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$DVPORT") 2>/dev/null && return 0
+		kill -0 "$DVPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	say "dovecot did not start: $(tail -n 5 "$d/stdout" "$d/dovecot.log" 2>/dev/null | tr '\n' ' ')"
+	return 1
+}
+
+# Maildirs with the same messages pillarbox stores (trace headers + body),
+# LF line ends as maildir keeps them; ,S= and ,W= in the names give dovecot
+# the sizes without reading the files, as its own delivery would.
+fill_maildirs() { # MAILROOT
+	"$LG" body 4096 >"$W/body.4k" && "$LG" body 1048576 >"$W/body.1m" || return 1
+	python3 - "$1" "$NUSERS" "$W/body.4k" "$W/body.1m" <<'EOF'
+import email.utils, os, sys, time
+root, nusers = sys.argv[1], int(sys.argv[2])
+for kind, path, count in (("4k", sys.argv[3], 1000), ("1m", sys.argv[4], 20)):
+    body = open(path, "rb").read()
+    for u in range(1, nusers + 1):
+        box = os.path.join(root, kind, "u%d@localhost" % u)
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(box, sub), exist_ok=True)
+        now = int(time.time())
+        for i in range(count):
+            msg = ("Return-Path: <bench@localhost>\r\n"
+                   "Received: from loadgen.bench ([127.0.0.1])\r\n"
+                   "\tby mx.test (pillarbox) with ESMTP id %016x\r\n"
+                   "\tfor <u%d@localhost>; %s\r\n"
+                   % (u << 32 | i, u, email.utils.formatdate())).encode() + body
+            lf = msg.replace(b"\r\n", b"\n")
+            name = "%d.M%dP%d.bench,S=%d,W=%d:2," % (now, i, os.getpid(), len(lf), len(msg))
+            with open(os.path.join(box, "cur", name), "wb") as f:
+                f.write(lf)
+EOF
+}
+
+if dovecot_setup; then
+	say "dovecot: fill maildirs, start"
+	if dovecot_start; then
+		DV_OK=1
+	else
+		fail dovecot "could not start it (log in $W/dovecot)"
+	fi
+else
+	res "dovecot: not available"
+fi
+
+if [ $DV_OK = 1 ]; then
+	for l in 4k 1m; do
+		# switch the mail location by renaming: 4k first, then 1m
+		rm -rf "$W/dovecot/mail/u"*
+		for i in $(seq $NUSERS); do
+			mv "$W/dovecot/mail/$l/u$i@localhost" "$W/dovecot/mail/u$i@localhost"
+		done
+		say "pop3 dovecot $l: retrieve"
+		if pop3_best "$DVPORT" "$W/dovecot/pop3_$l"; then
+			DVR[$l]=$(kv "$W/dovecot/pop3_$l.best" msgs_per_s)
+			res "pop3 $l dovecot: ${DVR[$l]} msgs/s, $(kv "$W/dovecot/pop3_$l.best" mb_per_s) MB/s"
+		else
+			fail "pop3 $l dovecot" "retrieval failed"
+		fi
+	done
+	for l in 4k 1m; do
+		[ -n "${PBR[$l]:-}" ] && [ -n "${DVR[$l]:-}" ] || continue
+		r=$(calc "${PBR[$l]}/${DVR[$l]}" 4)
+		if [ $l = 4k ]; then
+			res "pop3 $l pillarbox/dovecot msgs/s: $(calc "$r" 2) x $(target "$r" '>=' 3 '>= 3x')"
+		else
+			res "pop3 $l pillarbox/dovecot msgs/s: $(calc "$r" 2) x"
+		fi
+	done
+fi
+
+# ---- table -------------------------------------------------------------------------
+echo
+echo "== pillarbox benchmark ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)) =="
+printf '%s\n' "${RESULTS[@]}"
+exit $RC
