@@ -17,6 +17,8 @@
 struct listener {
 	uv_tcp_t tcp;
 	struct conn_listen_opts opts;
+	size_t nconns;    /* its connections: it is freed after the last */
+	bool closed;      /* its socket is closed */
 	struct ipcount *ips[256]; /* hash buckets */
 	struct listener *next;
 };
@@ -62,9 +64,12 @@ struct write_req {
 static struct listener *listeners;
 static struct conn *conns;
 static size_t nconns;
+static void (*all_closed)(void *arg); /* set by conn_shutdown */
+static void *all_closed_arg;
 static char shared_buf[CONN_READ_BUF];
 
 static void conn_dispatch(struct conn *c, enum conn_event ev);
+static void listener_free(struct listener *l);
 static void conn_settle(struct conn *c);
 static void conn_flush(struct conn *c);
 static void conn_finish_close(struct conn *c);
@@ -134,6 +139,8 @@ static void conn_finish_close(struct conn *c)
 		c->lis->opts.proto->free(c->session);
 	c->session = NULL;
 	ip_count(c->lis, (struct sockaddr *)&c->peer, -1);
+	if (--c->lis->nconns == 0 && c->lis->closed)
+		listener_free(c->lis);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -143,6 +150,8 @@ static void conn_finish_close(struct conn *c)
 	nconns--;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+	if (nconns == 0 && all_closed != NULL)
+		all_closed(all_closed_arg);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -360,9 +369,15 @@ enum conn_line conn_getline(struct conn *c, size_t max, char **line,
 	if (lf == NULL) {
 		if (c->rn < max)
 			return CONN_AGAIN;
-		/* No LF within max octets: drop it all, up to the LF. */
-		c->skip_line = 1;
-		conn_consume(c, c->rn);
+		/* No LF within max octets: drop the line through its LF, now
+		 * if it is buffered, else as it arrives. */
+		lf = memchr(c->rp + max, '\n', c->rn - max);
+		if (lf != NULL) {
+			conn_consume(c, (size_t)(lf - c->rp) + 1);
+		} else {
+			c->skip_line = 1;
+			conn_consume(c, c->rn);
+		}
 		return CONN_LINE_TOOLONG;
 	}
 	*line = c->rp;
@@ -538,12 +553,14 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	c = xcalloc(1, sizeof *c);
 	c->lis = l;
+	l->nconns++;
 	uv_tcp_init(server->loop, &c->tcp);
 	uv_timer_init(server->loop, &c->timer);
 	c->tcp.data = c->timer.data = c;
 	c->handles = 2;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
 	    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) < 0) {
+		l->nconns--;
 		uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 		return;
@@ -649,10 +666,8 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 	return 0;
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void listener_free(struct listener *l)
 {
-	struct listener *l = h->data;
-
 	for (int i = 0; i < 256; i++)
 		while (l->ips[i] != NULL) {
 			struct ipcount *e = l->ips[i];
@@ -662,7 +677,16 @@ static void on_listener_closed(uv_handle_t *h)
 	free(l);
 }
 
-void conn_shutdown(void)
+static void on_listener_closed(uv_handle_t *h)
+{
+	struct listener *l = h->data;
+
+	l->closed = true;
+	if (l->nconns == 0)
+		listener_free(l);
+}
+
+void conn_shutdown(void (*done)(void *arg), void *arg)
 {
 	struct conn *c, *next;
 
@@ -680,6 +704,11 @@ void conn_shutdown(void)
 		c->dispatching = 0;
 		conn_close(c);
 	}
+	/* Connections still closing report their end through done. */
+	if (nconns == 0)
+		done(arg);
+	else
+		all_closed = done, all_closed_arg = arg;
 }
 
 size_t conn_count(void)

@@ -70,9 +70,10 @@ struct conn_listen_opts {
  * negative libuv error (logged). */
 int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts);
 
-/* Closes every listener and sends CONN_SHUTDOWN to every connection. The
- * loop ends once they have closed. */
-void conn_shutdown(void);
+/* Closes every listener and sends CONN_SHUTDOWN to every connection, which
+ * closes once its pending operation has finished and its output drained
+ * (CONN_CLOSE_GRACE at most). done(arg) runs when the last one has. */
+void conn_shutdown(void (*done)(void *arg), void *arg);
 
 /* Number of open connections (all listeners). */
 size_t conn_count(void);

@@ -95,6 +95,17 @@ struct server {
 	bool stopping;
 };
 
+/* Every connection is closed, so no commit is pending and no read is
+ * open: the commit thread can go. */
+static void on_all_closed(void *arg)
+{
+	struct server *srv = arg;
+
+	store_commit_stop(srv->st);
+	uv_close((uv_handle_t *)&srv->sigterm, NULL);
+	uv_close((uv_handle_t *)&srv->sigint, NULL);
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
 	struct server *srv = h->data;
@@ -105,10 +116,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	log_msg(LOG_INFO, "core", "event=stopping signal=%d connections=%zu",
 		signum, conn_count());
 	/* Stop accepting, say goodbye, let in-flight commits finish. */
-	conn_shutdown();
-	store_commit_stop(srv->st);
-	uv_close((uv_handle_t *)&srv->sigterm, NULL);
-	uv_close((uv_handle_t *)&srv->sigint, NULL);
+	conn_shutdown(on_all_closed, srv);
 }
 
 static int serve(struct config *cfg)

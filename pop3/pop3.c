@@ -38,7 +38,9 @@ struct pop3_session {
 	bool locked;      /* holds the maildrop lock for user */
 	unsigned errors;
 	char *user;       /* from USER, then the logged-in user */
-	uv_timer_t *delay; /* login_delay after a failure */
+	uv_timer_t *delay; /* login_delay after a failure; RETR retry */
+	struct pop3_msg *retry; /* a RETR/TOP waiting for the store */
+	long retry_lines;
 	struct pop3_msg *msgs;
 	unsigned nmsgs;
 	struct store_job job;
@@ -189,6 +191,17 @@ static void pop3_auth_failed(struct pop3_session *s)
 	conn_resume(s->c);
 }
 
+/* Runs cb after ms, with input held back meanwhile (the caller paused). */
+static void pop3_timer(struct pop3_session *s, uv_timer_cb cb, uint64_t ms)
+{
+	if (s->delay == NULL) {
+		s->delay = xmalloc(sizeof *s->delay);
+		uv_timer_init(conn_loop(s->c), s->delay);
+		s->delay->data = s;
+	}
+	uv_timer_start(s->delay, cb, ms, 0);
+}
+
 static void pop3_delay_done(uv_timer_t *t)
 {
 	pop3_auth_failed(t->data);
@@ -214,12 +227,7 @@ static void pop3_auth_done(void *arg, bool ok)
 	}
 	/* RFC 2449 LOGIN-DELAY spirit: a wrong guess costs the guesser
 	 * time, and only the guesser. */
-	if (s->delay == NULL) {
-		s->delay = xmalloc(sizeof *s->delay);
-		uv_timer_init(conn_loop(s->c), s->delay);
-		s->delay->data = s;
-	}
-	uv_timer_start(s->delay, pop3_delay_done, delay * 1000ull, 0);
+	pop3_timer(s, pop3_delay_done, delay * 1000ull);
 }
 
 /* Checks user/pass off the loop; input waits until the answer. */
@@ -372,7 +380,14 @@ static void pop3_listing(struct pop3_session *s, char *arg, bool uidl)
 							      : m->size));
 		return;
 	}
-	pop3_reply(s, uidl ? "+OK" : "+OK scan listing follows");
+	if (uidl) {
+		pop3_reply(s, "+OK");
+	} else {
+		unsigned n = 0;
+		for (unsigned i = 0; i < s->nmsgs; i++)
+			n += !s->msgs[i].deleted;
+		conn_printf(s->c, "+OK %u messages\r\n", n);
+	}
 	for (unsigned i = 0; i < s->nmsgs; i++)
 		if (!s->msgs[i].deleted)
 			conn_printf(s->c, "%u %llu\r\n", i + 1,
@@ -443,20 +458,17 @@ static void pop3_send_stuffed(struct pop3_session *s, struct store_txn *txn,
 	conn_write_ref(s->c, ps->bufs, n, pop3_send_done, ps);
 }
 
-/* RETR (lines < 0) or TOP (header and `lines` body lines). */
-static void pop3_send_msg(struct pop3_session *s, struct pop3_msg *m,
-			  long lines)
+/* RETR (lines < 0) or TOP (header and `lines` body lines), from the map
+ * of a read transaction that ends once the socket has taken the bytes. */
+static void pop3_send_msg(struct pop3_session *s, struct store_txn *txn,
+			  struct pop3_msg *m, long lines)
 {
-	struct store_txn *txn;
 	const void *data;
 	const char *p, *end;
 	size_t len;
-	int r;
 
-	r = store_txn_begin(s->srv->st, false, &txn);
-	if (r == 0 && (r = store_msg_get(txn, m->id, &data, &len)) < 0)
+	if (store_msg_get(txn, m->id, &data, &len) < 0) {
 		store_txn_abort(txn);
-	if (r < 0) {
 		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
 		return;
 	}
@@ -476,12 +488,48 @@ static void pop3_send_msg(struct pop3_session *s, struct pop3_msg *m,
 	pop3_send_stuffed(s, txn, data, len);
 }
 
+/* While the store's map is being resized a read may have to wait: the
+ * command is kept, input paused, and tried again shortly. */
+static void pop3_retry(uv_timer_t *t)
+{
+	struct pop3_session *s = t->data;
+	struct store_txn *txn;
+	int r = store_txn_begin(s->srv->st, false, &txn);
+
+	if (r == -EAGAIN) {
+		uv_timer_start(t, pop3_retry, POP3_RETRY_MS, 0);
+		return;
+	}
+	if (r < 0)
+		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
+	else
+		pop3_send_msg(s, txn, s->retry, s->retry_lines);
+	conn_resume(s->c);
+}
+
+static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
+{
+	struct store_txn *txn;
+	int r = store_txn_begin(s->srv->st, false, &txn);
+
+	if (r == -EAGAIN) {
+		s->retry = m;
+		s->retry_lines = lines;
+		conn_pause(s->c);
+		pop3_timer(s, pop3_retry, POP3_RETRY_MS);
+	} else if (r < 0) {
+		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
+	} else {
+		pop3_send_msg(s, txn, m, lines);
+	}
+}
+
 static void pop3_retr(struct pop3_session *s, char *arg)
 {
 	struct pop3_msg *m = pop3_msg_arg(s, arg, NULL);
 
 	if (m != NULL)
-		pop3_send_msg(s, m, -1);
+		pop3_send(s, m, -1);
 }
 
 static void pop3_top(struct pop3_session *s, char *arg)
@@ -504,7 +552,7 @@ static void pop3_top(struct pop3_session *s, char *arg)
 		pop3_error(s, "-ERR Invalid number of lines.");
 		return;
 	}
-	pop3_send_msg(s, m, lines);
+	pop3_send(s, m, lines);
 }
 
 static void pop3_dele(struct pop3_session *s, char *arg)

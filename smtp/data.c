@@ -133,6 +133,18 @@ size_t data_feed(struct data_reader *r, const char *p, size_t n)
 	for (i = 0; i < n && r->st != DATA_DONE; i++) {
 		char ch = p[i];
 
+		if (r->st == DATA_TEXT && ch != '\r' && ch != '\n') {
+			/* The common case: plain text up to the line end. */
+			size_t j = i;
+			while (j < n && p[j] != '\r' && p[j] != '\n')
+				j++;
+			r->line_len += j - i;
+			if (r->line_len > DATA_LINE_MAX - 2)
+				r->errors |= DATA_ERR_LINE;
+			i = j - 1;
+			continue;
+		}
+
 		switch (r->st) {
 		case DATA_BOL:
 			if (ch == '.' && r->dots) {

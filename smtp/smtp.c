@@ -251,8 +251,8 @@ static void smtp_mail(struct smtp_session *s, char *arg)
 	}
 	s->tx = xcalloc(1, sizeof *s->tx);
 	msgbuf_init(&s->tx->body);
-	snprintf(s->tx->id, sizeof s->tx->id, "%s.%x", conn_sid(s->c),
-		 s->ntx++);
+	snprintf(s->tx->id, sizeof s->tx->id, "%s%04x", conn_sid(s->c),
+		 s->ntx++ & 0xffff);
 	addr_format(&m.from, s->tx->from, sizeof s->tx->from);
 	s->tx->utf8 = m.utf8;
 	s->state = ST_MAIL;
@@ -479,6 +479,7 @@ static void smtp_message_end(struct smtp_session *s)
 	tx->job.done = smtp_store_done;
 	tx->job.arg = s;
 	/* A 250 only once the commit holding the message is synced. */
+	s->mode = MODE_CMD;
 	conn_pause(s->c);
 	store_commit_submit(s->srv->st, &tx->job);
 }
@@ -490,7 +491,9 @@ static bool smtp_body_input(struct smtp_session *s)
 	const char *p;
 	size_t n, used;
 
-	if (!conn_peek(s->c, &p, &n))
+	/* "BDAT 0 LAST" has no octets to wait for. */
+	if (!conn_peek(s->c, &p, &n) &&
+	    (s->mode == MODE_DATA || tx->bdat_left > 0 || conn_closing(s->c)))
 		return false;
 	if (s->mode == MODE_DATA) {
 		used = data_feed(&tx->rd, p, n);

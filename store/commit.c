@@ -10,12 +10,12 @@
 void store_commit_wake(struct store *st)
 {
 	uv_mutex_lock(&st->mu);
-	uv_cond_signal(&st->cond);
+	uv_cond_broadcast(&st->cond); /* the thread, or a reader waiting */
 	uv_mutex_unlock(&st->mu);
 }
 
-/* Resizes once no read is open: new reads get -EAGAIN meanwhile, and the
- * loop is woken so it notices (and logs) the wait. */
+/* Resizes once no read is open: new reads wait (or get -EAGAIN while a
+ * held read is open), and the loop is woken so it notices (and logs). */
 static int commit_remap(struct store *st, bool grow)
 {
 	MDB_envinfo info;
@@ -32,7 +32,10 @@ static int commit_remap(struct store *st, bool grow)
 		uv_cond_wait(&st->cond, &st->mu);
 	uv_mutex_unlock(&st->mu);
 	rc = store_remap(st, grow);
+	uv_mutex_lock(&st->mu);
 	atomic_store(&st->grow_pending, false);
+	uv_cond_broadcast(&st->cond); /* a read may be waiting in the gate */
+	uv_mutex_unlock(&st->mu);
 	return rc;
 }
 

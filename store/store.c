@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "core/log.h"
@@ -205,6 +206,7 @@ int store_remap(struct store *st, bool grow)
 {
 	MDB_envinfo info;
 	size_t size = 0;
+	void *probe;
 	int rc;
 
 	mdb_env_info(st->env, &info);
@@ -214,12 +216,22 @@ int store_remap(struct store *st, bool grow)
 			size = (size_t)st->max_size;
 		if (size <= info.me_mapsize)
 			return MDB_MAP_FULL;
+		/* LMDB unmaps before it maps again and cannot undo a failed
+		 * mmap, so first make sure the address space is there. */
+		probe =
+		    mmap(NULL, size, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (probe == MAP_FAILED)
+			return MDB_MAP_FULL;
+		munmap(probe, size);
 	}
-	rc = mdb_env_set_mapsize(st->env, size);
+	if ((rc = mdb_env_set_mapsize(st->env, size)) != 0)
+		fatal("event=map_resize size=%zu err=%s", size,
+		      mdb_strerror(rc));
 	mdb_env_info(st->env, &info);
-	log_msg(rc ? LOG_ERROR : LOG_INFO, "store", "event=map_size size=%zu%s",
-		info.me_mapsize, rc ? " result=failed" : "");
-	return rc;
+	log_msg(LOG_INFO, "store", "event=map_resize size=%zu",
+		info.me_mapsize);
+	return 0;
 }
 
 int store_open(const char *dir, uint64_t max_size, struct store **out)
@@ -255,10 +267,9 @@ int store_open(const char *dir, uint64_t max_size, struct store **out)
 	    (rc = mdb_env_set_mapsize(st->env, store_file_size(st))) != 0)
 		goto fail;
 	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	if (rc == MDB_MAP_RESIZED) { /* another process grew it meanwhile */
-		mdb_env_set_mapsize(st->env, 0);
+	if (rc == MDB_MAP_RESIZED && /* another process grew it meanwhile */
+	    (rc = mdb_env_set_mapsize(st->env, 0)) == 0)
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-	}
 	for (int i = 0; rc == 0 && i < DB_COUNT; i++)
 		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &st->dbi[i]);
 	if (rc == 0)
@@ -324,14 +335,25 @@ static void reader_leave(struct store *st)
 
 /* Counts a read in unless a growth is pending. The count goes up before
  * grow_pending is read, and the commit thread sets grow_pending before it
- * reads the count (both seq_cst), so one of the two sees the other. */
+ * reads the count (both seq_cst), so one of the two sees the other. While
+ * a growth waits: if no other read is open it is about to run, and takes
+ * microseconds, so wait for it (a short block of the loop beats failing an
+ * SMTP command); if reads are held open (POP3 sends from the map), their
+ * ends let it run, so answer -EAGAIN and let the caller retry. */
 static bool reader_enter(struct store *st)
 {
-	atomic_fetch_add(&st->readers, 1);
-	if (!atomic_load(&st->grow_pending))
-		return true;
-	reader_leave(st);
-	return false;
+	for (;;) {
+		atomic_fetch_add(&st->readers, 1);
+		if (!atomic_load(&st->grow_pending))
+			return true;
+		reader_leave(st);
+		if (atomic_load(&st->readers) > 0)
+			return false;
+		uv_mutex_lock(&st->mu);
+		while (atomic_load(&st->grow_pending))
+			uv_cond_wait(&st->cond, &st->mu);
+		uv_mutex_unlock(&st->mu);
+	}
 }
 
 /* The CLI cannot re-run its caller's writes after MDB_MAP_FULL, so it grows
@@ -820,9 +842,9 @@ int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
 	unsigned char kb[STORE_ADDR_MAX + 5], vb[16];
 	struct store_user u;
 	struct key a;
-	const void *data;
+	const void *data = NULL;
 	MDB_val k, v = {16, vb};
-	size_t len;
+	size_t len = 0;
 	int rc;
 
 	if ((rc = user_find(t, &a, user, &u)) < 0 ||

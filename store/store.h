@@ -36,12 +36,15 @@ struct store_txn;
 
 /* Opens (creating when missing) the environment in directory dir, which is
  * created with mode 0700 when absent. max_size caps map growth in bytes
- * (0 = no cap but the address space). Writes the schema version into a new
- * store; refuses (-EPROTO) one with another version. */
+ * (0 = no cap but the address space); the map starts at STORE_MAP_INITIAL,
+ * a quarter of a smaller cap, or the data file's size if larger. Writes
+ * the schema version into a new store; refuses (-EPROTO) one with another
+ * version. */
 int store_open(const char *dir, uint64_t max_size, struct store **out);
 
 /* Closes the environment. No transaction may be open and the commit thread
- * must be stopped. NULL is a no-op. */
+ * must be stopped, with the loop run since (its handle closed). NULL is a
+ * no-op. */
 void store_close(struct store *st);
 
 /* Current size of the data file in bytes (for logs and figures). */
@@ -51,9 +54,15 @@ uint64_t store_file_size(struct store *st);
 
 /* Begins a transaction. A read transaction (write=false) may be taken on
  * the loop thread; several may be open at once (MDB_NOTLS). A write
- * transaction is for the CLI and for store_commit's thread only: the server
- * never writes from the loop. Returns -EAGAIN for a read while the commit
- * thread is growing the map and other reads are still open (retry later). */
+ * transaction is for the CLI, and for setup before store_commit_start:
+ * the server never writes from the loop. Without a commit thread the map
+ * grows before a write once it is over half full, since a caller's writes
+ * cannot be re-run after the map filled up. A read begun while the commit
+ * thread waits to resize the map waits for it (microseconds) when no other
+ * read is open; when reads are held open it returns -EAGAIN (retry after a
+ * moment), as it does when another process grew the map and it must be
+ * remapped first. A resize waits until no read is open, so never keep a
+ * read open while waiting for a store_commit job. */
 int store_txn_begin(struct store *st, bool write, struct store_txn **out);
 
 /* Commits a write transaction (synced to disk when this returns 0) and
@@ -104,8 +113,9 @@ int store_user_list(struct store_txn *txn,
 /* --- aliases: alias -> comma-joined targets ---------------------------- */
 
 /* targets: "a@x,b@y" (spaces allowed around commas). Each target must be a
- * local user (-ENOENT names none); the alias's domain must be local;
- * -EEXIST if a user or alias of that name exists. */
+ * local user (-ENOENT if one is not); the alias's domain must be local;
+ * -EEXIST if a user or alias of that name exists. Aliases of aliases arise
+ * when a user is deleted and an alias takes the name. */
 int store_alias_add(struct store_txn *txn, const char *alias,
 		    const char *targets);
 int store_alias_del(struct store_txn *txn, const char *alias);
@@ -125,11 +135,14 @@ int store_rcpt_resolve(struct store_txn *txn, const char *addr,
 /* --- messages: id -> raw bytes (refcount kept beside it) --------------- */
 
 /* Reserves a new message of len bytes with reference count 0 and returns
- * its id and a pointer to fill (valid until the transaction ends). A
- * message left with no reference when the transaction commits is a bug:
+ * its id and a pointer to fill: fill all len bytes before any other write
+ * in this transaction (LMDB's MDB_RESERVE space is only yours until then).
+ * A message left with no reference when the transaction commits is a bug:
  * give it at least one mailbox entry. */
 int store_msg_put(struct store_txn *txn, size_t len, uint64_t *id, void **dst);
-/* Points *data at the stored bytes (valid until txn ends). -ENOENT. */
+/* Points *data at the stored bytes (valid until txn ends, or its next
+ * write). -ENOENT. Ids of deleted messages may be reused: look an id up
+ * through its mailbox entry in the same transaction. */
 int store_msg_get(struct store_txn *txn, uint64_t id, const void **data,
 		  size_t *len);
 /* Number of stored message bodies (for tests and figures). */
@@ -157,7 +170,8 @@ int store_mailbox_list(struct store_txn *txn, const char *user,
 
 /* --- outbound queue: next-attempt || id -> entry ----------------------- */
 
-/* Calls fn per queued entry; the queue is filled by the relay issue. */
+/* Calls fn per queued entry in key order (strings valid during the call);
+ * the queue is filled by the relay issue (encoding: see store.c). */
 struct store_queue_entry {
 	uint64_t next_attempt, id;
 	const char *sender, *recipient, *last_error;
@@ -171,9 +185,12 @@ int store_queue_list(struct store_txn *txn,
 
 /* A unit of work for the commit thread. run() executes on the commit thread
  * inside a nested write transaction: return 0 to keep its changes, <0 to
- * undo just this job. done() runs later on the loop thread with the job's
- * final result (0 only once the enclosing transaction is synced). The
- * caller owns the job memory until done() is called. */
+ * undo just this job; it must not commit or abort txn. run() may be called
+ * again (the map filled up, grew, and the batch is re-run), so it must
+ * touch nothing but the store. done() runs later on the loop thread with
+ * the job's final result (0 only once the enclosing transaction is synced;
+ * -ENOSPC when the store is full). The caller owns the job memory until
+ * done() is called. */
 struct store_job {
 	int (*run)(struct store_txn *txn, void *arg);
 	void (*done)(void *arg, int rc);
@@ -189,9 +206,10 @@ int store_commit_start(struct store *st, uv_loop_t *loop);
  * run in one write transaction and made durable by one commit. */
 void store_commit_submit(struct store *st, struct store_job *job);
 
-/* Lets queued jobs finish (their done() callbacks run), then stops the
- * thread and closes its async handle. Call from the loop thread; the loop
- * must run afterwards for the close callback. */
+/* Lets queued jobs finish (their done() callbacks run, from here), then
+ * stops the thread and closes its async handle. Call from the loop thread
+ * with no read transaction open; the loop must run afterwards for the
+ * close callback. */
 void store_commit_stop(struct store *st);
 
 /* Figures: commits made and jobs run since start (for the bench). */

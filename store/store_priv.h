@@ -59,9 +59,10 @@ struct store {
  * MDB_MAP_FULL (t may be NULL). Logs codes that become -EIO. */
 int store_err(struct store_txn *t, int rc);
 
-/* Remaps: grow doubles the map (up to max_size; MDB_MAP_FULL when it is
- * there), !grow adopts the size another process set. The caller makes sure
- * no transaction of this process is open. Returns LMDB's code. */
+/* Remaps: grow doubles the map (MDB_MAP_FULL at max_size or when the
+ * address space is short), !grow adopts the size another process set. The
+ * caller makes sure no transaction of this process is open. A failing
+ * mdb_env_set_mapsize leaves LMDB without a map: fatal(). */
 int store_remap(struct store *st, bool grow);
 
 /* Wakes the commit thread (commit.c). */

@@ -26,6 +26,7 @@ class Server:
         self.log = os.path.join(self.dir, "server.log")
         self.proc = None
         self.ports = {}
+        os.makedirs(self.dir, exist_ok=True)
         sections = {
             "server": {"hostname": "mx.test", "data_dir": self.data,
                        "domains": domains},
@@ -52,12 +53,15 @@ class Server:
         self.cli("user", "add", addr, stdin=password + "\n")
 
     def start(self):
+        """Starts the server (again, after stop() or kill9(), on the same
+        data_dir) and waits for this run's event=ready; ports are new."""
+        offset = os.path.getsize(self.log) if os.path.exists(self.log) else 0
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen([BIN, "serve", "-c", self.conf],
                                      stdout=self.logf, stderr=self.logf)
         deadline = time.time() + 30
         while time.time() < deadline:
-            text = self.log_text()
+            text = self.log_text()[offset:]
             self.ports = {p: a for p, a in LISTEN_RE.findall(text)}
             if "event=ready" in text:
                 return self
@@ -72,7 +76,7 @@ class Server:
 
     def log_text(self):
         with open(self.log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+            return f.read().decode("latin-1")
 
     def stop(self, sig=signal.SIGTERM):
         """Stops the server; a graceful stop must exit 0 with no sanitizer

@@ -11,7 +11,7 @@ import smtplib
 import threading
 import time
 
-from helpers import (HELO_NAME, SENDER, TIMEOUT, pop3_messages, restart,  # noqa
+from helpers import (HELO_NAME, SENDER, TIMEOUT, pop3_messages, restart,  # noqa: F401
                      precreate_server_dirs,
                      split_trace)
 
@@ -134,6 +134,8 @@ def test_kill9_keeps_every_acknowledged_message(make_server):
         per_round.append(senders.count)
         restart(s)
         check_mailboxes(s, acked, attempted)
+        print("round %d: kill after %.1fs, %d acknowledged, %d attempted"
+              % (rnd, delay, senders.count, len(attempted)))
     assert sum(per_round) > 0, "no message was acknowledged at all"
     assert per_round[1] > 0 and per_round[2] > 0, per_round
     # the restarted server still takes mail
@@ -159,5 +161,7 @@ def test_sigterm_during_sending_is_graceful(make_server):
     senders.finish()
     assert rc == 0, "SIGTERM exit code %r\n%s" % (rc, s.log_text()[-3000:])
     assert senders.count > 0
+    print("SIGTERM: %d acknowledged, %d attempted"
+          % (senders.count, len(attempted)))
     restart(s)
     check_mailboxes(s, acked, attempted)

@@ -865,7 +865,10 @@ def test_commands_split_byte_by_byte(server):
 def test_kill9_during_quit_commit_is_atomic(server):
     n = 50
     # None: kill right after the +OK of QUIT (deletes must then be durable)
-    moments = [0.0, None, 0.0005, 0.002, 0.005, 0.02]
+    # (the commit itself may take well under a millisecond, so most moments
+    # are fractions of one; waiting is a busy loop for precision)
+    moments = [0.0, None, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.001,
+               0.002, 0.02]
     outcomes = []
     originals = None
     for attempt, delay in enumerate(moments):
@@ -886,12 +889,15 @@ def test_kill9_during_quit_commit_is_atomic(server):
         if delay is None:
             assert c.line() == LOGGING_OUT
         elif delay:
-            time.sleep(delay)
+            end = time.perf_counter() + delay
+            while time.perf_counter() < end:
+                pass
         restart(server, kill=True)
         c.close()
         c = login(server)
         count, size = c.stat()
-        assert count in (0, n), "partial commit: %d of %d left" % (count, n)
+        assert count in (0, n), "partial commit: %d of %d left (kill %s s " \
+            "after QUIT; earlier attempts %r)" % (count, n, delay, outcomes)
         if count == n:
             assert size == sum(map(len, originals))
             assert c.uidl() == uids
@@ -902,5 +908,5 @@ def test_kill9_during_quit_commit_is_atomic(server):
             originals = None
         if delay is None:
             assert count == 0, "QUIT answered +OK but deletes were lost"
-        outcomes.append(count)
+        outcomes.append((delay, count))
         c.quit()

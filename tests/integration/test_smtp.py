@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import (HELO_NAME, SENDER, TIMEOUT, SMTPConn, expect,  # noqa
+from helpers import (HELO_NAME, SENDER, TIMEOUT, SMTPConn, expect,  # noqa: F401
                      precreate_server_dirs,
                      make_body, pop3_messages, pop3_stat, split_trace,
                      stored_body)
@@ -189,88 +189,131 @@ def test_8bitmime_body_stored_exactly(server):
     assert stored_body(msg) == body
 
 
-def test_smtputf8_sender_and_utf8_user(server):
-    sender = "j\u00f6s\u00e9@example.org"
+UTF8_SENDER = "j\u00f6s\u00e9@example.org"
+UTF8_USER = "j\u00f6s\u00e9@localhost"
+
+
+def _send_utf8(server):
     body = ("Subject: utf8 \u2603\r\nFrom: %s\r\n\r\nh\u00e9llo\r\n"
-            % sender).encode("utf-8")
+            % UTF8_SENDER).encode("utf-8")
     with smtp_client(server) as cl:
-        assert cl.sendmail(sender, ["alice@localhost"], body,
+        assert cl.sendmail(UTF8_SENDER, ["alice@localhost"], body,
                            mail_options=["SMTPUTF8", "BODY=8BITMIME"]) == {}
     (msg,) = mailbox(server)
+    return body, msg
+
+
+def test_smtputf8_sender(server):
+    body, msg = _send_utf8(server)
     rp, rec, rest = split_trace(msg)
-    assert rp == sender
-    assert rec["proto"] == "UTF8ESMTP"
+    assert rp == UTF8_SENDER
+    assert rec["for"] == "alice@localhost"
     assert rest == body
 
-    # a UTF-8 local part for a UTF-8 user, if the CLI accepts one
-    user = "j\u00f6s\u00e9@localhost"
-    r = server.cli("user", "add", user, stdin="secret\n", check=False)
+
+def test_smtputf8_received_with_utf8esmtp(server):
+    """PROTOCOL.md: protocol UTF8SMTP with SMTPUTF8."""
+    _, msg = _send_utf8(server)
+    assert split_trace(msg)[1]["proto"] == "UTF8SMTP"
+
+
+def test_smtputf8_utf8_local_part_user(server):
+    r = server.cli("user", "add", UTF8_USER, stdin="secret\n", check=False)
     if r.returncode != 0:
         pytest.skip("CLI refuses a UTF-8 user: %s" % r.stderr.strip())
-    body2 = ("Subject: to %s\r\n\r\nbonjour\r\n" % user).encode("utf-8")
+    body = ("Subject: to %s\r\n\r\nbonjour\r\n" % UTF8_USER).encode()
     with SMTPConn(server) as c:
         c.ehlo()
         expect(c.cmd("MAIL FROM:<%s> SMTPUTF8" % SENDER), "250 2.1.0")
-        expect(c.cmd("RCPT TO:<%s>" % user), "250 2.1.5")
-        expect_stored(c.data(body2))
-    msgs = pop3_messages(server, user)
+        expect(c.cmd("RCPT TO:<%s>" % UTF8_USER), "250 2.1.5")
+        expect_stored(c.data(body))
+        # without SMTPUTF8 the same address is refused
+        expect(c.cmd("MAIL FROM:<%s>" % SENDER), "250 2.1.0")
+        r = c.cmd("RCPT TO:<%s>" % UTF8_USER)
+        assert r.code in (501, 553), r
+    msgs = pop3_messages(server, UTF8_USER)
     assert len(msgs) == 1
     rp, rec, rest = split_trace(msgs[0])
-    assert rec["for"] == user
-    assert rec["proto"] == "UTF8ESMTP"
-    assert rest == body2
-    assert count(server) == 1  # alice still has only the first one
+    assert rec["for"] == UTF8_USER
+    assert rest == body
+    assert_empty(server)
+
+
+BDAT_CONTENT = (make_body("bdat") + b".leading dot kept\r\n"
+                b"\r\n.\r\n"  # not a terminator in BDAT
+                b"..two dots kept\r\nlast line\r\n")
+
+
+def bdat_chunks():
+    """BDAT_CONTENT in 3 chunks; one boundary falls between CR and LF."""
+    cut1 = BDAT_CONTENT.index(b"\r\n", 30) + 1
+    cut2 = cut1 + 17
+    chunks = [BDAT_CONTENT[:cut1], BDAT_CONTENT[cut1:cut2],
+              BDAT_CONTENT[cut2:]]
+    assert chunks[1].startswith(b"\n")
+    return chunks
+
+
+def send_chunks(c, chunks):
+    total = 0
+    for ch in chunks:
+        c.send(b"BDAT %d\r\n" % len(ch) + ch)
+        total += len(ch)
+        expect_octets(c.reply(), len(ch), total)
+
+
+def check_bdat_stored(server, n):
+    msgs = mailbox(server)
+    assert len(msgs) == n
+    for m in msgs:
+        rp, rec, rest = split_trace(m)
+        assert rest == BDAT_CONTENT
+        assert rec["proto"] == "ESMTP"
+        assert rec["for"] == "alice@localhost"
 
 
 def test_bdat_chunks(server):
-    content = (make_body("bdat") + b".leading dot kept\r\n"
-               b"\r\n.\r\n"  # not a terminator in BDAT
-               b"..two dots kept\r\nlast line\r\n")
-    # chunk boundaries: one falls between a CR and its LF
-    cut1 = content.index(b"\r\n", 30) + 1
-    cut2 = cut1 + 17
-    chunks = [content[:cut1], content[cut1:cut2], content[cut2:]]
-    assert chunks[1].startswith(b"\n")
+    chunks = bdat_chunks()
     with SMTPConn(server) as c:
         c.ehlo()
-        # 1: several chunks, the last with LAST
+        # several chunks, the last with LAST
         c.begin(["alice@localhost"], ehlo=False)
-        total = 0
-        for ch in chunks[:-1]:
-            c.send(b"BDAT %d\r\n" % len(ch) + ch)
-            total += len(ch)
-            expect_octets(c.reply(), len(ch), total)
+        send_chunks(c, chunks[:-1])
         c.send(b"BDAT %d LAST\r\n" % len(chunks[-1]) + chunks[-1])
         expect_stored(c.reply())
-        # 2: chunks then BDAT 0 LAST
-        c.begin(["alice@localhost"], ehlo=False)
-        total = 0
-        for ch in chunks:
-            c.send(b"BDAT %d\r\n" % len(ch) + ch)
-            total += len(ch)
-            expect_octets(c.reply(), len(ch), total)
-        c.send(b"BDAT 0 LAST\r\n")
-        expect_stored(c.reply())
-        # 3: the whole transaction pipelined in one send
+        # the whole transaction pipelined in one send
         c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<alice@localhost>\r\n"
                % SENDER.encode()
-               + b"".join(b"BDAT %d\r\n" % len(ch) + ch for ch in chunks)
-               + b"BDAT 0 LAST\r\nNOOP\r\n")
+               + b"".join(b"BDAT %d\r\n" % len(ch) + ch for ch in chunks[:-1])
+               + b"BDAT %d LAST\r\n" % len(chunks[-1]) + chunks[-1]
+               + b"NOOP\r\n")
         expect(c.reply(), "250 2.1.0")
         expect(c.reply(), "250 2.1.5")
         total = 0
-        for ch in chunks:
+        for ch in chunks[:-1]:
             total += len(ch)
             expect_octets(c.reply(), len(ch), total)
         expect_stored(c.reply())
         expect(c.reply(), "250", OK)
-    msgs = mailbox(server)
-    assert len(msgs) == 3
-    for m in msgs:
-        rp, rec, rest = split_trace(m)
-        assert rest == content
-        assert rec["proto"] == "ESMTP"
-        assert rec["for"] == "alice@localhost"
+    check_bdat_stored(server, 2)
+
+
+def test_bdat_0_last(server):
+    chunks = bdat_chunks()
+    with SMTPConn(server) as c:
+        c.ehlo()
+        # pipelined: BDAT 0 LAST followed by another command
+        c.begin(["alice@localhost"], ehlo=False)
+        send_chunks(c, chunks)
+        c.send(b"BDAT 0 LAST\r\nNOOP\r\n")
+        expect_stored(c.reply())
+        expect(c.reply(), "250", OK)
+        # alone: the client waits for the reply before sending more
+        c.begin(["alice@localhost"], ehlo=False)
+        send_chunks(c, chunks)
+        c.send(b"BDAT 0 LAST\r\n")
+        expect_stored(c.reply())
+    check_bdat_stored(server, 2)
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="no swaks")
@@ -445,24 +488,28 @@ def test_unknown_command(server):
     assert_empty(server)
 
 
-def test_bad_command_sequence(server):
-    # before EHLO/HELO
+def test_commands_before_helo(server):
     with SMTPConn(server) as c:
         expect(c.cmd("MAIL FROM:<%s>" % SENDER), "503 5.5.1")
         expect(c.cmd("RCPT TO:<alice@localhost>"), "503 5.5.1")
         expect(c.cmd("DATA"), "503 5.5.1")
-        expect(c.cmd("BDAT 0 LAST"), "503 5.5.1")
         expect(c.cmd("NOOP"), "250", OK)
-    # RCPT/DATA before MAIL, DATA/BDAT before RCPT, MAIL twice
+        # nothing of the above counts once EHLO is given
+        c.ehlo()
+        expect(c.cmd("RCPT TO:<alice@localhost>"), "503 5.5.1")
+        expect(c.cmd("DATA"), "503 5.5.1")
+    assert_empty(server)
+
+
+def test_bad_command_sequence(server):
+    # RCPT/DATA before MAIL, DATA before RCPT, MAIL twice
     body = make_body("sequence")
     with SMTPConn(server) as c:
         c.ehlo()
         expect(c.cmd("RCPT TO:<alice@localhost>"), "503 5.5.1")
         expect(c.cmd("DATA"), "503 5.5.1")
-        expect(c.cmd("BDAT 0 LAST"), "503 5.5.1")
         expect(c.cmd("MAIL FROM:<%s>" % SENDER), "250 2.1.0")
         expect(c.cmd("DATA"), "503 5.5.1")
-        expect(c.cmd("BDAT 0 LAST"), "503 5.5.1")
         expect(c.cmd("MAIL FROM:<other@example.org>"), "503 5.5.1")
         # the first transaction is intact
         expect(c.cmd("RCPT TO:<alice@localhost>"), "250 2.1.5")
@@ -471,6 +518,34 @@ def test_bad_command_sequence(server):
     rp, _, rest = split_trace(msg)
     assert rp == SENDER
     assert rest == body
+    assert_empty(server, "bob@localhost")
+
+
+def test_bdat_out_of_sequence(server):
+    body = make_body("bdat-sequence")
+    with SMTPConn(server) as c:
+        # before EHLO, before MAIL, before RCPT: 503, and the chunk's
+        # octets are read and dropped (RFC 3030 2), not taken as commands
+        c.send(b"BDAT 6\r\nRSET\r\nNOOP\r\n")
+        expect(c.reply(), "503 5.5.1")
+        expect(c.reply(), "250", OK)
+        c.ehlo()
+        c.send(b"BDAT 6\r\nRSET\r\nNOOP\r\n")
+        expect(c.reply(), "503 5.5.1")
+        expect(c.reply(), "250", OK)
+        expect(c.cmd("MAIL FROM:<%s>" % SENDER), "250 2.1.0")
+        c.send(b"BDAT 6 LAST\r\nRSET\r\nNOOP\r\n")
+        expect(c.reply(), "503 5.5.1")
+        expect(c.reply(), "250", OK)
+        # zero-length chunks out of sequence, each reply awaited alone
+        expect(c.cmd("BDAT 0 LAST"), "503 5.5.1")
+        expect(c.cmd("NOOP"), "250", OK)
+    with SMTPConn(server) as c:
+        expect(c.cmd("BDAT 0 LAST"), "503 5.5.1")
+        c.ehlo()
+        expect(c.cmd("BDAT 0"), "503 5.5.1")
+        expect_stored(c.deliver(["alice@localhost"], body))
+    assert [stored_body(m) for m in mailbox(server)] == [body]
     assert_empty(server, "bob@localhost")
 
 
@@ -958,6 +1033,7 @@ def test_store_full(make_server):
         expect(full, "452 4.3.1", "452 4.3.1 Insufficient system storage")
         expect(c.cmd("RSET"), "250", OK)
         expect(c.cmd("NOOP"), "250", OK)
+    print("store full after %d messages of 300 KiB: %r" % (len(acked), full))
     assert acked, "not even one 300 KiB message fit in 1M"
     assert [stored_body(m) for m in mailbox(s)] == acked
     with SMTPConn(s) as c:

@@ -1,0 +1,629 @@
+/* test_data.c - the DATA/BDAT body reader and the spilling body buffer
+ * (smtp/data.c).
+ *
+ * Every input is fed whole, byte by byte, split in two at every offset and
+ * in three pieces at many offset pairs; each way must give the same final
+ * state, errors, consumed count and stored body (data.h: "feeding the same
+ * bytes in any chunks gives the same result"). Each piece is a heap copy of
+ * exactly its length, so ASan catches a read past it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "smtp/data.h"
+
+/* A literal and its length, which may include NUL bytes. */
+#define S(lit) lit, sizeof(lit) - 1
+
+#define ALL SIZE_MAX         /* consumed: the whole input */
+#define BIG (1ull << 30)     /* max_size that is never reached */
+#define LINE998 (DATA_LINE_MAX - 2) /* longest line without its CRLF */
+
+struct data_case {
+	const char *name;
+	const char *in;
+	size_t n;
+	bool dots; /* DATA (true) or BDAT (false) */
+	uint64_t max_size;
+	enum data_state st; /* expected final state */
+	unsigned errors;
+	size_t consumed; /* ALL or an index into in */
+	/* The stored body; NULL for DATA_ERR_SIZE, whose kept prefix is
+	 * checked by check_size_body() instead. */
+	const char *body;
+	size_t body_n;
+};
+
+static const struct data_case cases[] = {
+    /* DATA: what ends it, what is stuffing. */
+    {"normal", S("Subject: x\r\n\r\nhello\r\n.\r\n"), true, BIG, DATA_DONE, 0,
+     ALL, S("Subject: x\r\n\r\nhello\r\n")},
+    {"empty message", S(".\r\n"), true, BIG, DATA_DONE, 0, ALL, S("")},
+    {"empty first line", S("\r\n.\r\n"), true, BIG, DATA_DONE, 0, ALL,
+     S("\r\n")},
+    {"dot-stuffed", S("..x\r\na\r\n..y\r\n.\r\n"), true, BIG, DATA_DONE, 0,
+     ALL, S(".x\r\na\r\n.y\r\n")},
+    {"line of two dots", S("a\r\n..\r\n.\r\n"), true, BIG, DATA_DONE, 0, ALL,
+     S("a\r\n.\r\n")},
+    {"dot inside a line", S("a.\r\nb..c\r\n.\r\n"), true, BIG, DATA_DONE, 0,
+     ALL, S("a.\r\nb..c\r\n")},
+    {"8-bit and NUL", S("\x80\xff\x00z\xc3\xa9\r\n.\r\n"), true, BIG,
+     DATA_DONE, 0, ALL, S("\x80\xff\x00z\xc3\xa9\r\n")},
+    {"next command not consumed", S("hello\r\n.\r\nQUIT\r\n"), true, BIG,
+     DATA_DONE, 0, 10, S("hello\r\n")},
+    {"pipelined next message", S(".\r\nMAIL FROM:<a@b>\r\n"), true, BIG,
+     DATA_DONE, 0, 3, S("")},
+    {"unfinished", S("hello\r\n"), true, BIG, DATA_BOL, 0, ALL,
+     S("hello\r\n")},
+    {"unfinished after dot", S("a\r\n."), true, BIG, DATA_DOT, 0, ALL,
+     S("a\r\n")},
+    {"unfinished after dot CR", S("a\r\n.\r"), true, BIG, DATA_DOTCR, 0, ALL,
+     S("a\r\n")},
+    /* SMTP smuggling: only CRLF "." CRLF ends DATA. */
+    {"smuggle LF.CRLF", S("a\n.\r\nMAIL FROM:<x@y>\r\n.\r\n"), true, BIG,
+     DATA_DONE, DATA_ERR_BARE, ALL, S("a\n.\r\nMAIL FROM:<x@y>\r\n")},
+    {"smuggle CR.CRLF", S("a\r.\r\nMAIL FROM:<x@y>\r\n.\r\n"), true, BIG,
+     DATA_DONE, DATA_ERR_BARE, ALL, S("a\r.\r\nMAIL FROM:<x@y>\r\n")},
+    {"smuggle LF.LF", S("a\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, BIG,
+     DATA_DONE, DATA_ERR_BARE, ALL, S("a\n.\nMAIL FROM:<x@y>\r\n")},
+    /* The dot at the start of a line is stuffing, whatever ends it. */
+    {"smuggle CRLF.LF", S("a\r\n.\nMAIL FROM:<x@y>\r\n.\r\n"), true, BIG,
+     DATA_DONE, DATA_ERR_BARE, ALL, S("a\r\n\nMAIL FROM:<x@y>\r\n")},
+    {"smuggle CRLF.CR", S("a\r\n.\rxMAIL FROM:<x@y>\r\n.\r\n"), true, BIG,
+     DATA_DONE, DATA_ERR_BARE, ALL, S("a\r\n\rxMAIL FROM:<x@y>\r\n")},
+    {"smuggle CRLF.CRCR", S("a\r\n.\r\r\nb\r\n.\r\n"), true, BIG, DATA_DONE,
+     DATA_ERR_BARE, ALL, S("a\r\n\r\r\nb\r\n")},
+    {"smuggle CRLF.CR.", S("a\r\n.\r.\r\nb\r\n.\r\n"), true, BIG, DATA_DONE,
+     DATA_ERR_BARE, ALL, S("a\r\n\r.\r\nb\r\n")},
+    {"smuggle LF at start", S("\n.\r\nb\r\n.\r\n"), true, BIG, DATA_DONE,
+     DATA_ERR_BARE, ALL, S("\n.\r\nb\r\n")},
+    {"smuggle CRCRLF.CRLF", S("a\r\r\n.\r\nb"), true, BIG, DATA_DONE,
+     DATA_ERR_BARE, 8, S("a\r\r\n")},
+    {"bare LF", S("a\nb\r\n.\r\n"), true, BIG, DATA_DONE, DATA_ERR_BARE, ALL,
+     S("a\nb\r\n")},
+    {"bare CR", S("a\rb\r\n.\r\n"), true, BIG, DATA_DONE, DATA_ERR_BARE, ALL,
+     S("a\rb\r\n")},
+    {"bare LF only", S("\n"), true, BIG, DATA_TEXT, DATA_ERR_BARE, ALL,
+     S("\n")},
+    {"LF after dot", S(".\n.\r\n"), true, BIG, DATA_DONE, DATA_ERR_BARE, ALL,
+     S("\n")},
+    /* Size: body octets only (stuffing dots and the end marker are free). */
+    {"size exact", S("..12345678\r\n.\r\n"), true, 11, DATA_DONE, 0, ALL,
+     S(".12345678\r\n")},
+    {"size over", S("0123456789ABCDEF\r\n.\r\nQUIT\r\n"), true, 17,
+     DATA_DONE, DATA_ERR_SIZE, 21, NULL, 0},
+    {"size zero", S("a\r\n.\r\n"), true, 0, DATA_DONE, DATA_ERR_SIZE, ALL,
+     NULL, 0},
+    {"size and smuggle", S("0123456789\n.\r\nx\r\n.\r\n"), true, 5,
+     DATA_DONE, DATA_ERR_SIZE | DATA_ERR_BARE, ALL, NULL, 0},
+
+    /* BDAT: no stuffing, no end marker, same bare CR/LF rule. */
+    {"bdat dots kept", S("..x\r\n.\r\n..\r\n"), false, BIG, DATA_BOL, 0, ALL,
+     S("..x\r\n.\r\n..\r\n")},
+    {"bdat end marker is text", S("a\r\n.\r\nQUIT\r\n"), false, BIG,
+     DATA_BOL, 0, ALL, S("a\r\n.\r\nQUIT\r\n")},
+    {"bdat mid-line", S("a\r\nbc"), false, BIG, DATA_TEXT, 0, ALL,
+     S("a\r\nbc")},
+    {"bdat ends in CR", S("a\r"), false, BIG, DATA_CR, 0, ALL, S("a\r")},
+    {"bdat bare LF", S("a\n.\r\n"), false, BIG, DATA_BOL, DATA_ERR_BARE, ALL,
+     S("a\n.\r\n")},
+    {"bdat bare CR", S("a\r.\r\n"), false, BIG, DATA_BOL, DATA_ERR_BARE, ALL,
+     S("a\r.\r\n")},
+    {"bdat 8-bit", S("\x00\xff\r\n"), false, BIG, DATA_BOL, 0, ALL,
+     S("\x00\xff\r\n")},
+    {"bdat size over", S("0123456789"), false, 9, DATA_TEXT, DATA_ERR_SIZE,
+     ALL, NULL, 0},
+};
+
+/* What one way of feeding ended with. */
+struct outcome {
+	enum data_state st;
+	unsigned errors;
+	size_t consumed;
+	uint64_t len;
+	char *body; /* malloc'd copy of the msgbuf */
+};
+
+static void outcome_free(struct outcome *o)
+{
+	free(o->body);
+	o->body = NULL;
+}
+
+/* Feeds in[0..n) cut at the sorted offsets cuts[0..ncuts) into a fresh
+ * reader. Each piece is fed even after the end (it must consume nothing
+ * then); consumed is the sum. */
+static struct outcome feed_cut(const struct data_case *c, const char *in,
+			       size_t n, const size_t *cuts, size_t ncuts)
+{
+	struct data_reader r;
+	struct msgbuf b;
+	struct outcome o;
+	size_t start = 0, total = 0;
+
+	msgbuf_init(&b);
+	data_init(&r, c->dots, c->max_size, &b);
+	for (size_t k = 0; k <= ncuts; k++) {
+		size_t end = k < ncuts ? cuts[k] : n;
+		size_t len = end - start, used;
+		char *piece = malloc(len ? len : 1);
+		bool done_before = r.st == DATA_DONE;
+
+		assert_non_null(piece);
+		memcpy(piece, in + start, len);
+		used = data_feed(&r, piece, len);
+		free(piece);
+		assert_true(used <= len);
+		if (done_before)
+			assert_int_equal(used, 0);
+		else if (r.st != DATA_DONE)
+			assert_int_equal(used, len); /* all, until the end */
+		total += used;
+		start = end;
+	}
+	o.st = r.st;
+	o.errors = r.errors;
+	o.consumed = total;
+	o.len = b.len;
+	o.body = malloc(b.len ? b.len : 1);
+	assert_non_null(o.body);
+	assert_int_equal(msgbuf_copy(&b, o.body), 0);
+	msgbuf_free(&b);
+	return o;
+}
+
+static const char *state_name(enum data_state st)
+{
+	static const char *names[] = {"BOL", "TEXT", "CR", "DOT", "DOTCR",
+				      "DONE"};
+	return (unsigned)st < 6 ? names[st] : "?";
+}
+
+/* With DATA_ERR_SIZE the body is refused: what was kept must be a prefix
+ * of the body the reader would have stored, and within max_size. */
+static void check_size_body(const struct data_case *c, const struct outcome *o)
+{
+	struct data_case unlimited = *c;
+	size_t none = 0;
+	struct outcome full;
+
+	unlimited.max_size = BIG;
+	full = feed_cut(&unlimited, c->in, c->n, &none, 0);
+	assert_true(o->len <= c->max_size);
+	assert_true(o->len <= full.len);
+	assert_memory_equal(o->body, full.body, o->len);
+	outcome_free(&full);
+}
+
+static void check_outcome(const struct data_case *c, struct outcome *o,
+			  const char *how)
+{
+	size_t consumed = c->consumed == ALL ? c->n : c->consumed;
+
+	if (o->st != c->st || o->errors != c->errors ||
+	    o->consumed != consumed ||
+	    (c->body != NULL &&
+	     (o->len != c->body_n || memcmp(o->body, c->body, o->len) != 0)))
+		print_error("case \"%s\" fed %s: st=%s errors=%#x consumed=%zu "
+			    "len=%llu; want st=%s errors=%#x consumed=%zu "
+			    "len=%zu\n",
+			    c->name, how, state_name(o->st), o->errors,
+			    o->consumed, (unsigned long long)o->len,
+			    state_name(c->st), c->errors, consumed,
+			    c->body != NULL ? c->body_n : 0);
+	assert_int_equal(o->st, c->st);
+	assert_int_equal(o->errors, c->errors);
+	assert_int_equal(o->consumed, consumed);
+	if (c->body != NULL) {
+		assert_int_equal(o->len, c->body_n);
+		assert_memory_equal(o->body, c->body, c->body_n);
+	} else {
+		check_size_body(c, o);
+	}
+	outcome_free(o);
+}
+
+/* Offsets used for three-piece splits of a long input: the edges and the
+ * middle, where the interesting bytes of the generated cases are. */
+static size_t pick_offsets(size_t n, size_t *out)
+{
+	size_t cand[] = {1, 2, 3, n / 3, n / 2, 2 * n / 3, n - 7, n - 6,
+			 n - 5, n - 4, n - 3, n - 2, n - 1};
+	size_t k = 0;
+
+	out[k++] = 0;
+	for (size_t i = 0; i < sizeof cand / sizeof *cand; i++)
+		if (cand[i] > out[k - 1] && cand[i] < n)
+			out[k++] = cand[i];
+	out[k++] = n;
+	return k;
+}
+
+/* Every way of feeding c->in must give the case's expected outcome. */
+static void check_all_feeds(const struct data_case *c)
+{
+	size_t n = c->n, cuts[2], off[32], noff;
+	char how[64];
+	struct outcome o;
+
+	/* (a) whole */
+	o = feed_cut(c, c->in, n, cuts, 0);
+	check_outcome(c, &o, "whole");
+
+	/* (b) byte by byte */
+	{
+		size_t *all = malloc((n ? n : 1) * sizeof *all);
+		assert_non_null(all);
+		for (size_t i = 0; i < n; i++)
+			all[i] = i + 1;
+		o = feed_cut(c, c->in, n, all, n ? n - 1 : 0);
+		free(all);
+		check_outcome(c, &o, "byte by byte");
+	}
+
+	/* (c) two pieces, split at every offset (empty pieces included) */
+	for (size_t i = 0; i <= n; i++) {
+		cuts[0] = i;
+		o = feed_cut(c, c->in, n, cuts, 1);
+		snprintf(how, sizeof how, "split at %zu", i);
+		check_outcome(c, &o, how);
+	}
+
+	/* (d) three pieces: all offset pairs for short inputs */
+	if (n <= 64) {
+		for (noff = 0; noff <= n; noff++)
+			off[noff < 32 ? noff : 31] = 0; /* unused below */
+		for (size_t i = 0; i <= n; i++)
+			for (size_t j = i; j <= n; j++) {
+				cuts[0] = i, cuts[1] = j;
+				o = feed_cut(c, c->in, n, cuts, 2);
+				snprintf(how, sizeof how, "split at %zu,%zu", i,
+					 j);
+				check_outcome(c, &o, how);
+			}
+		return;
+	}
+	noff = pick_offsets(n, off);
+	for (size_t i = 0; i < noff; i++)
+		for (size_t j = i; j < noff; j++) {
+			cuts[0] = off[i], cuts[1] = off[j];
+			o = feed_cut(c, c->in, n, cuts, 2);
+			snprintf(how, sizeof how, "split at %zu,%zu", off[i],
+				 off[j]);
+			check_outcome(c, &o, how);
+		}
+}
+
+static void test_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+		check_all_feeds(&cases[i]);
+}
+
+/* --- line length: built at run time ------------------------------------ */
+
+/* in = pre + fill x len + post; body likewise. */
+struct long_case {
+	const char *name;
+	bool dots;
+	const char *pre;
+	size_t len;
+	const char *post;
+	enum data_state st;
+	unsigned errors;
+	const char *body_pre; /* the body is body_pre + fill x len + post' */
+	const char *body_post;
+};
+
+static const struct long_case long_cases[] = {
+    {"998 ok", true, "", LINE998, "\r\n.\r\n", DATA_DONE, 0, "", "\r\n"},
+    {"999 too long", true, "", LINE998 + 1, "\r\n.\r\n", DATA_DONE,
+     DATA_ERR_LINE, "", "\r\n"},
+    {"998 after a line", true, "a\r\n", LINE998, "\r\n.\r\n", DATA_DONE, 0,
+     "a\r\n", "\r\n"},
+    {"999 after a line", true, "a\r\n", LINE998 + 1, "\r\n.\r\n", DATA_DONE,
+     DATA_ERR_LINE, "a\r\n", "\r\n"},
+    /* The limit counts the line as sent, stuffing dot included. */
+    {"stuffed 998 ok", true, ".", LINE998 - 1, "\r\n.\r\n", DATA_DONE, 0, "",
+     "\r\n"},
+    {"stuffed 999 too long", true, ".", LINE998, "\r\n.\r\n", DATA_DONE,
+     DATA_ERR_LINE, "", "\r\n"},
+    /* The count restarts at each CRLF. */
+    {"two 998 lines", true, "", LINE998, "\r\n" /* + see below */, DATA_BOL,
+     0, "", "\r\n"},
+    {"bdat 998 ok", false, "", LINE998, "\r\n", DATA_BOL, 0, "", "\r\n"},
+    {"bdat 999 too long", false, "", LINE998 + 1, "\r\n", DATA_BOL,
+     DATA_ERR_LINE, "", "\r\n"},
+    {"bdat unfinished 999", false, "", LINE998 + 1, "", DATA_TEXT,
+     DATA_ERR_LINE, "", ""},
+};
+
+static char *concat(const char *a, char fill, size_t len, const char *b,
+		    size_t *n)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	char *s = malloc(na + len + nb + 1);
+
+	assert_non_null(s);
+	memcpy(s, a, na);
+	memset(s + na, fill, len);
+	memcpy(s + na + len, b, nb + 1);
+	*n = na + len + nb;
+	return s;
+}
+
+static void test_line_length(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof long_cases / sizeof *long_cases; i++) {
+		const struct long_case *l = &long_cases[i];
+		struct data_case c = {.name = l->name, .dots = l->dots,
+				      .max_size = BIG, .st = l->st,
+				      .errors = l->errors, .consumed = ALL};
+		char *in, *body;
+
+		in = concat(l->pre, 'x', l->len, l->post, &c.n);
+		body = concat(l->body_pre, 'x', l->len, l->body_post,
+			      &c.body_n);
+		if (strcmp(l->name, "two 998 lines") == 0) {
+			/* A second full line right after the first. */
+			char *in2, *body2;
+			size_t n2, b2;
+			in2 = concat(in, 'y', LINE998, "\r\n", &n2);
+			body2 = concat(body, 'y', LINE998, "\r\n", &b2);
+			free(in), free(body);
+			in = in2, body = body2, c.n = n2, c.body_n = b2;
+		}
+		c.in = in;
+		c.body = body;
+		check_all_feeds(&c);
+		free(in);
+		free(body);
+	}
+}
+
+/* --- msgbuf and spilling ----------------------------------------------- */
+
+static char spill_dir[64];
+
+static int spill_setup(void **state)
+{
+	(void)state;
+	snprintf(spill_dir, sizeof spill_dir, "/tmp/pb-test-data-XXXXXX");
+	if (mkdtemp(spill_dir) == NULL)
+		return -1;
+	msgbuf_spill_dir = spill_dir;
+	return 0;
+}
+
+static int spill_teardown(void **state)
+{
+	(void)state;
+	msgbuf_spill_dir = ".";
+	/* O_TMPFILE files are unlinked: the directory must be empty. */
+	return rmdir(spill_dir);
+}
+
+static void pattern(char *p, size_t n, size_t from)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (char)((from + i) * 131 % 251);
+}
+
+static bool fd_open(int fd)
+{
+	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+}
+
+static void test_msgbuf_memory(void **state)
+{
+	struct msgbuf b;
+	char want[100], got[100];
+
+	(void)state;
+	msgbuf_init(&b);
+	assert_int_equal(b.fd, -1);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(msgbuf_copy(&b, got), 0); /* empty: nothing to do */
+	assert_int_equal(msgbuf_append(&b, "", 0), 0);
+	pattern(want, sizeof want, 0);
+	for (size_t i = 0; i < sizeof want; i += 10)
+		assert_int_equal(msgbuf_append(&b, want + i, 10), 0);
+	assert_int_equal(b.fd, -1);
+	assert_int_equal(b.len, sizeof want);
+	assert_int_equal(msgbuf_copy(&b, got), 0);
+	assert_memory_equal(got, want, sizeof want);
+	msgbuf_free(&b);
+	assert_null(b.mem);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(b.fd, -1);
+	msgbuf_free(&b); /* freeing twice is harmless */
+}
+
+/* Appends total octets in pieces of step; checks where it spills. */
+static void spill_run(size_t total, size_t step)
+{
+	struct msgbuf b;
+	char *want = malloc(total), *got = malloc(total);
+	int fd;
+
+	assert_non_null(want);
+	assert_non_null(got);
+	pattern(want, total, 0);
+	msgbuf_init(&b);
+	for (size_t off = 0; off < total; off += step) {
+		size_t n = total - off < step ? total - off : step;
+		assert_int_equal(msgbuf_append(&b, want + off, n), 0);
+		assert_int_equal(b.len, off + n);
+		/* In memory up to MSGBUF_SPILL, in a file past it. */
+		if (off + n <= MSGBUF_SPILL) {
+			assert_int_equal(b.fd, -1);
+		} else {
+			assert_true(b.fd >= 0);
+			assert_null(b.mem);
+		}
+	}
+	assert_int_equal(msgbuf_copy(&b, got), 0);
+	assert_memory_equal(got, want, total);
+	fd = b.fd;
+	msgbuf_free(&b);
+	assert_int_equal(b.fd, -1);
+	assert_int_equal(b.len, 0);
+	if (fd >= 0)
+		assert_false(fd_open(fd)); /* msgbuf_free closed the file */
+	free(want);
+	free(got);
+}
+
+static void test_msgbuf_spill(void **state)
+{
+	(void)state;
+	spill_run(MSGBUF_SPILL, 4096);        /* exactly the limit: memory */
+	spill_run(MSGBUF_SPILL + 1, 4096);    /* one over: the last octet */
+	spill_run(2 * MSGBUF_SPILL + 123, 4099); /* crosses mid-piece */
+	spill_run(MSGBUF_SPILL + 10, MSGBUF_SPILL + 10); /* one big append */
+	spill_run(3 * MSGBUF_SPILL, 65536);
+}
+
+/* The spill directory is gone: -EIO, and what was kept stays intact. */
+static void test_msgbuf_spill_error(void **state)
+{
+	struct msgbuf b;
+	size_t n = MSGBUF_SPILL;
+	char *want = malloc(n + 1), *got = malloc(n);
+
+	(void)state;
+	assert_non_null(want);
+	assert_non_null(got);
+	pattern(want, n + 1, 0);
+	msgbuf_spill_dir = "/nonexistent/pillarbox-test";
+	msgbuf_init(&b);
+	assert_int_equal(msgbuf_append(&b, want, n), 0);
+	assert_int_equal(msgbuf_append(&b, want + n, 1), -EIO);
+	assert_int_equal(b.len, n);
+	assert_int_equal(b.fd, -1);
+	assert_int_equal(msgbuf_copy(&b, got), 0);
+	assert_memory_equal(got, want, n);
+	msgbuf_free(&b);
+	msgbuf_spill_dir = spill_dir;
+	free(want);
+	free(got);
+}
+
+/* A DATA body larger than MSGBUF_SPILL, fed in uneven reads, ends up in
+ * the file byte for byte; and a spill failure is DATA_ERR_IO. */
+static void test_data_spill(void **state)
+{
+	const size_t lines = 3 * MSGBUF_SPILL / 80;
+	size_t n = lines * 80 + 3, off = 0;
+	char *in = malloc(n), *body = malloc(n), *got = malloc(n);
+	struct data_reader r;
+	struct msgbuf b;
+	size_t bn = 0;
+
+	(void)state;
+	assert_non_null(in);
+	assert_non_null(body);
+	assert_non_null(got);
+	/* Lines of 78 octets + CRLF, every 7th one dot-stuffed. */
+	for (size_t i = 0; i < lines; i++) {
+		char *l = in + i * 80;
+		pattern(l, 78, i);
+		for (size_t k = 0; k < 78; k++)
+			if (l[k] == '\r' || l[k] == '\n' || l[k] == '.')
+				l[k] = 'z';
+		if (i % 7 == 0)
+			l[0] = '.';
+		memcpy(l + 78, "\r\n", 2);
+		memcpy(body + bn, l + (i % 7 == 0), 80 - (i % 7 == 0));
+		bn += 80 - (i % 7 == 0);
+		if (i % 7 == 0)
+			l[1] = '.', body[bn - 79] = '.'; /* "..": keeps one */
+	}
+	memcpy(in + lines * 80, ".\r\n", 3);
+
+	msgbuf_init(&b);
+	data_init(&r, true, BIG, &b);
+	for (size_t step = 1; off < n; step = step * 7 % 65521 + 1) {
+		size_t k = n - off < step ? n - off : step;
+		assert_int_equal(data_feed(&r, in + off, k), k);
+		off += k;
+	}
+	assert_int_equal(r.st, DATA_DONE);
+	assert_int_equal(r.errors, 0);
+	assert_true(b.fd >= 0);
+	assert_int_equal(b.len, bn);
+	assert_int_equal(msgbuf_copy(&b, got), 0);
+	assert_memory_equal(got, body, bn);
+	msgbuf_free(&b);
+
+	/* Spilling fails: the reader goes on to the end, flagged. */
+	msgbuf_spill_dir = "/nonexistent/pillarbox-test";
+	msgbuf_init(&b);
+	data_init(&r, true, BIG, &b);
+	assert_int_equal(data_feed(&r, in, n), n);
+	assert_int_equal(r.st, DATA_DONE);
+	assert_int_equal(r.errors, DATA_ERR_IO);
+	msgbuf_free(&b);
+	msgbuf_spill_dir = spill_dir;
+
+	free(in);
+	free(body);
+	free(got);
+}
+
+/* BDAT chunks append to one body through one reader; data_init on a
+ * non-empty msgbuf keeps its contents. */
+static void test_bdat_chunks(void **state)
+{
+	static const char *chunks[] = {"a\r", "\n.\r\n", "", "..b\r\n.",
+				       "\r\n"};
+	const char want[] = "a\r\n.\r\n..b\r\n.\r\n";
+	struct data_reader r;
+	struct msgbuf b;
+	char got[sizeof want];
+
+	(void)state;
+	msgbuf_init(&b);
+	data_init(&r, false, BIG, &b);
+	for (size_t i = 0; i < sizeof chunks / sizeof *chunks; i++)
+		assert_int_equal(data_feed(&r, chunks[i], strlen(chunks[i])),
+				 strlen(chunks[i]));
+	assert_int_equal(r.errors, 0);
+	assert_int_equal(r.st, DATA_BOL);
+	assert_int_equal(b.len, sizeof want - 1);
+	assert_int_equal(msgbuf_copy(&b, got), 0);
+	assert_memory_equal(got, want, sizeof want - 1);
+
+	/* A new reader over the same body appends; max_size counts all. */
+	data_init(&r, false, sizeof want, &b);
+	assert_int_equal(data_feed(&r, "xy", 2), 2);
+	assert_int_equal(r.errors, DATA_ERR_SIZE);
+	assert_int_equal(b.len, sizeof want - 1);
+	msgbuf_free(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_line_length),
+	    cmocka_unit_test(test_msgbuf_memory),
+	    cmocka_unit_test(test_msgbuf_spill),
+	    cmocka_unit_test(test_msgbuf_spill_error),
+	    cmocka_unit_test(test_data_spill),
+	    cmocka_unit_test(test_bdat_chunks),
+	};
+
+	return cmocka_run_group_tests(tests, spill_setup, spill_teardown);
+}
