@@ -29,6 +29,17 @@ struct ipcount {
 	unsigned char ip[16];
 };
 
+/* A piece of pending output: c->out[off..off+len), or base[0..len). */
+struct out_seg {
+	const char *base;
+	size_t off, len;
+};
+
+struct out_done {
+	void (*done)(void *arg);
+	void *arg;
+};
+
 struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
@@ -42,8 +53,16 @@ struct conn {
 	char *in; /* own buffer: what was left unconsumed */
 	size_t in_len, in_cap;
 
-	char *out; /* replies not yet handed to the socket */
-	size_t out_len, out_cap;
+	/* Output not yet handed to the socket, in order: bytes copied into
+	 * `out`, and references to callers' memory (see conn_write_ref). */
+	char *out;
+	size_t out_len, out_cap, pending;
+	struct out_seg *segs;
+	unsigned nsegs, cap_segs;
+	struct out_done *dones;
+	unsigned ndones, cap_dones;
+	uv_buf_t *iov; /* scratch for conn_flush */
+	unsigned cap_iov;
 
 	unsigned paused : 1, closing : 1, closed : 1, dispatching : 1,
 		skip_line : 1, reading : 1, busy : 1;
@@ -51,14 +70,6 @@ struct conn {
 	struct sockaddr_storage peer;
 	char peer_text[48];
 	char sid[13];
-};
-
-struct write_req {
-	uv_write_t req;
-	struct conn *c;
-	void (*done)(void *arg);
-	void *arg;
-	char data[]; /* owned bytes when done == NULL */
 };
 
 static struct listener *listeners;
@@ -125,6 +136,9 @@ static void on_handle_closed(uv_handle_t *h)
 	if (--c->handles == 0) {
 		free(c->in);
 		free(c->out);
+		free(c->segs);
+		free(c->dones);
+		free(c->iov);
 		free(c);
 	}
 }
@@ -189,20 +203,49 @@ bool conn_closing(struct conn *c)
 
 /* --- writing ------------------------------------------------------------ */
 
+/* Output collects until the handler returns (or CONN_OUT_HIGH is passed),
+ * then goes to the socket in one writev: pipelined replies and messages
+ * cost one system call, not one each. */
+
+/* A written (or dropped) batch: the copied bytes it owned and the callbacks
+ * of the memory it referenced. */
+struct write_req {
+	uv_write_t req;
+	struct conn *c;
+	char *out;
+	struct out_done *dones;
+	unsigned ndones;
+};
+
+static void run_dones(struct out_done *d, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		d[i].done(d[i].arg);
+}
+
+/* Forgets output not yet handed to the socket (the peer is gone). */
+static void conn_drop_output(struct conn *c)
+{
+	run_dones(c->dones, c->ndones);
+	c->ndones = c->nsegs = 0;
+	c->out_len = c->pending = 0;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
 	struct conn *c = w->c;
 
-	if (w->done != NULL)
-		w->done(w->arg);
+	run_dones(w->dones, w->ndones);
+	free(w->dones);
+	free(w->out);
 	free(w);
 	c->busy = c->tcp.write_queue_size != 0;
 	if (status < 0 && !c->closing) {
 		log_msg(LOG_INFO, c->lis->opts.proto->name,
 			"sid=%s event=write-error error=%s", c->sid,
 			uv_err_name(status));
-		c->out_len = 0;
+		conn_drop_output(c);
 		conn_close(c);
 	}
 	/* Output drained below the mark: take the input held back. */
@@ -210,85 +253,96 @@ static void on_write(uv_write_t *req, int status)
 		conn_dispatch(c, CONN_DATAIN);
 }
 
-/* Hands bufs to the socket: written now as far as the kernel takes them,
- * the rest queued (copied unless done != NULL). This is where a TLS engine
- * would encrypt. */
-static void conn_send(struct conn *c, uv_buf_t *bufs, unsigned n,
-		      void (*done)(void *), void *arg)
+/* Hands the collected output to the socket: written now as far as the
+ * kernel takes it, the rest queued with the buffers it needs. This is
+ * where a TLS engine would encrypt. */
+static void conn_flush(struct conn *c)
 {
 	struct write_req *w;
-	size_t total = 0, rest;
+	uv_buf_t *bufs;
+	unsigned n = c->nsegs;
+	size_t done;
 	int r = UV_EAGAIN;
 
-	if (c->closed)
-		goto dropped;
-	for (unsigned i = 0; i < n; i++)
-		total += bufs[i].len;
+	if (n == 0)
+		return;
+	if (c->closed) {
+		conn_drop_output(c);
+		return;
+	}
+	if (n > c->cap_iov) {
+		c->cap_iov = n;
+		c->iov = xrealloc(c->iov, n * sizeof *c->iov);
+	}
+	bufs = c->iov;
+	for (unsigned i = 0; i < n; i++) {
+		struct out_seg *sg = &c->segs[i];
+		bufs[i] = uv_buf_init(sg->base ? (char *)sg->base : c->out + sg->off,
+				      (unsigned)sg->len);
+	}
 	if (c->tcp.write_queue_size == 0)
 		r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
 	if (r < 0 && r != UV_EAGAIN) {
+		conn_drop_output(c);
 		conn_close(c);
-		goto dropped;
+		return;
 	}
-	rest = r > 0 ? (size_t)r : 0;
-	if (rest == total)
-		goto dropped; /* all written: done now */
-	while (rest >= bufs->len) { /* skip what the kernel took */
-		rest -= bufs->len;
+	done = r > 0 ? (size_t)r : 0;
+	if (done == c->pending) { /* all written: the common case */
+		conn_drop_output(c);
+		return;
+	}
+	while (done >= bufs->len) { /* skip what the kernel took */
+		done -= bufs->len;
 		bufs++, n--;
 	}
-	bufs->base += rest;
-	bufs->len -= rest;
-	if (done != NULL) {
-		w = xmalloc(sizeof *w);
-	} else {
-		size_t len = 0;
-		for (unsigned i = 0; i < n; i++)
-			len += bufs[i].len;
-		w = xmalloc(sizeof *w + len);
-		for (unsigned i = 0, off = 0; i < n; off += bufs[i].len, i++)
-			memcpy(w->data + off, bufs[i].base, bufs[i].len);
-		bufs[0] = uv_buf_init(w->data, (unsigned)len);
-		n = 1;
-	}
-	w->c = c;
-	w->done = done;
-	w->arg = arg;
+	bufs->base += done;
+	bufs->len -= done;
+	/* The request takes the copied bytes and the callbacks along. */
+	w = xmalloc(sizeof *w);
+	*w = (struct write_req){.c = c, .out = c->out, .dones = c->dones,
+				.ndones = c->ndones};
+	c->out = NULL;
+	c->dones = NULL;
+	c->out_cap = c->cap_dones = 0;
+	c->ndones = c->nsegs = 0;
+	c->out_len = c->pending = 0;
 	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
 	if (r < 0) {
-		free(w);
-		conn_close(c);
-		goto dropped;
+		on_write(&w->req, r);
+		return;
 	}
 	c->busy = 1;
-	return;
-dropped:
-	if (done != NULL)
-		done(arg);
 }
 
-static void conn_flush(struct conn *c)
+static struct out_seg *conn_seg(struct conn *c)
 {
-	uv_buf_t b;
-
-	if (c->out_len == 0)
-		return;
-	b = uv_buf_init(c->out, (unsigned)c->out_len);
-	c->out_len = 0;
-	conn_send(c, &b, 1, NULL, NULL);
+	if (c->nsegs == c->cap_segs) {
+		c->cap_segs = c->cap_segs ? 2 * c->cap_segs : 8;
+		c->segs = xrealloc(c->segs, c->cap_segs * sizeof *c->segs);
+	}
+	return &c->segs[c->nsegs++];
 }
 
 void conn_write(struct conn *c, const void *p, size_t n)
 {
-	if (c->closed)
+	struct out_seg *last = c->nsegs ? &c->segs[c->nsegs - 1] : NULL;
+
+	if (c->closed || n == 0)
 		return;
 	if (c->out_len + n > c->out_cap) {
 		c->out_cap = c->out_len + n < 512 ? 512 : 2 * (c->out_len + n);
 		c->out = xrealloc(c->out, c->out_cap);
 	}
 	memcpy(c->out + c->out_len, p, n);
+	if (last != NULL && last->base == NULL &&
+	    last->off + last->len == c->out_len)
+		last->len += n; /* extends the copied run before it */
+	else
+		*conn_seg(c) = (struct out_seg){NULL, c->out_len, n};
 	c->out_len += n;
-	if (c->out_len >= CONN_OUT_HIGH)
+	c->pending += n;
+	if (c->pending >= CONN_OUT_HIGH)
 		conn_flush(c);
 }
 
@@ -314,17 +368,29 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 void conn_write_ref(struct conn *c, const uv_buf_t *bufs, unsigned n,
 		    void (*done)(void *arg), void *arg)
 {
-	uv_buf_t copy[n ? n : 1];
-
 	assert(done != NULL);
-	memcpy(copy, bufs, n * sizeof *bufs);
-	conn_flush(c);
-	conn_send(c, copy, n, done, arg);
+	if (c->closed) {
+		done(arg);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (bufs[i].len == 0)
+			continue;
+		*conn_seg(c) = (struct out_seg){bufs[i].base, 0, bufs[i].len};
+		c->pending += bufs[i].len;
+	}
+	if (c->ndones == c->cap_dones) {
+		c->cap_dones = c->cap_dones ? 2 * c->cap_dones : 4;
+		c->dones = xrealloc(c->dones, c->cap_dones * sizeof *c->dones);
+	}
+	c->dones[c->ndones++] = (struct out_done){done, arg};
+	if (c->pending >= CONN_OUT_HIGH)
+		conn_flush(c);
 }
 
 bool conn_out_full(struct conn *c)
 {
-	return c->tcp.write_queue_size + c->out_len > CONN_OUT_HIGH;
+	return c->tcp.write_queue_size + c->pending > CONN_OUT_HIGH;
 }
 
 /* --- reading ------------------------------------------------------------ */
@@ -464,7 +530,11 @@ static void conn_settle(struct conn *c)
 				       CONN_CLOSE_GRACE * 1000, 0);
 		return;
 	}
-	want = !conn_held(c) && c->rn < CONN_IN_MAX;
+	/* Reading goes on while input is held back (a pause, full output),
+	 * up to CONN_IN_MAX buffered: a client that waits for its reply sends
+	 * nothing meanwhile, and stopping and restarting the socket's poll for
+	 * every command would cost two system calls each time. */
+	want = c->rn < CONN_IN_MAX;
 	if (want && !c->reading)
 		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	else if (!want && c->reading)
@@ -502,11 +572,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			log_msg(LOG_INFO, c->lis->opts.proto->name,
 				"sid=%s event=read-error error=%s", c->sid,
 				uv_err_name((int)nread));
-		c->out_len = 0;
+		conn_drop_output(c);
 		conn_close(c);
 		return;
 	}
-	uv_timer_again(&c->timer);
+	if (!c->paused) /* a pause stops the idle clock: we are the slow one */
+		uv_timer_again(&c->timer);
 	conn_feed(c, buf->base, (size_t)nread);
 }
 

@@ -16,9 +16,9 @@
  * Flow control (PIPELINING by backpressure): conn_getline() and conn_peek()
  * answer "again" while the connection is paused (the protocol waits on
  * async work: a commit, a password check) or while its queued output is over
- * CONN_OUT_HIGH; reading from the socket stops meanwhile, and resumes, with
- * a new CONN_DATAIN for what is buffered, once conn_resume() is called or
- * the output drains.
+ * CONN_OUT_HIGH; input is buffered meanwhile (reading from the socket stops
+ * at CONN_IN_MAX), and a new CONN_DATAIN delivers it once conn_resume() is
+ * called or the output drains.
  *
  * Lifetime: handlers never free. conn_close() closes once queued output has
  * been written; a paused connection is never freed: its pending operation

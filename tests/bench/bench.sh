@@ -16,6 +16,7 @@
 # exit. Environment knobs:
 #   PILLARBOX_BIN   server binary (default build/pillarbox; not rebuilt then)
 #   BENCH_SECONDS   length of each SMTP accept run (default 5)
+#   BENCH_ROUNDS    c=128 rounds, each with its own syncrate (default 3)
 #   BENCH_REPEAT    POP3 retrieval runs per server, best kept (default 3)
 #   BENCH_DIR       parent of the work dir (default $TMPDIR or /tmp)
 #   BENCH_KEEP=1    keep the work dir (logs) afterwards
@@ -154,12 +155,15 @@ pb_stop() { # graceful stop; COMMITS= the count from event=stats, or n/a
 	COMMITS=${COMMITS:-n/a}
 }
 
+sync_rate() { # DIR -> prints fdatasync/s, or nothing
+	mkdir -p "$1"
+	"$SR" "$1" 2 >"$1/syncrate.out" && kv "$1/syncrate.out" syncs_per_s
+}
+
 # ---- 1. syncrate -------------------------------------------------------------
 say "syncrate"
-mkdir -p "$W/syncdir"
-SYNC=
-if "$SR" "$W/syncdir" 2 >"$W/syncrate.out"; then
-	SYNC=$(kv "$W/syncrate.out" syncs_per_s)
+SYNC=$(sync_rate "$W/syncdir")
+if [ -n "$SYNC" ]; then
 	res "syncrate: $(calc "$SYNC" 0) fdatasync/s"
 else
 	fail syncrate "syncrate failed"
@@ -168,10 +172,16 @@ fi
 pb_template || die "could not create users: $(tail -n 3 "$W/template/cli.log")"
 
 # ---- 2. SMTP accept rate -----------------------------------------------------
-RATE128=
-for c in 1 16 128; do
+# c=128 runs ROUNDS times, each right after its own syncrate measurement on
+# the same disk, and the median ratio is the figure: the disk and the CPUs
+# are shared, so a ratio of two readings taken seconds apart is the only
+# fair one.
+ROUNDS=${BENCH_ROUNDS:-3}
+RATIOS=()
+for c in 1 16 $(yes 128 | head -n "$ROUNDS"); do
 	say "smtp accept, $c sessions, ${SECS}s"
-	d=$W/smtp_c$c
+	d=$W/smtp_c$c.${#RATIOS[@]}
+	[ $c = 128 ] && sync=$(sync_rate "$d.sync")
 	pb_start "$d" || { fail "smtp c=$c" "server did not start"; continue; }
 	"$LG" smtp 127.0.0.1 "$SMTP_PORT" "$c" "$SECS" 4096 $NUSERS >"$d/lg.out" 2>"$d/lg.err"
 	pb_stop
@@ -192,11 +202,15 @@ for c in 1 16 128; do
 	else
 		res "smtp syncs/msg c=$c: $(calc "$commits/$msgs" 3) ($commits commits, $msgs msgs)"
 	fi
-	[ $c = 128 ] && RATE128=$rate
+	if [ $c = 128 ] && [ -n "$sync" ]; then
+		r=$(calc "$rate/$sync" 3)
+		RATIOS+=("$r")
+		res "smtp c=128 round ${#RATIOS[@]}: $rate msgs/s / $(calc "$sync" 0) fdatasync/s = $(calc "$r" 2) x"
+	fi
 done
-if [ -n "$RATE128" ] && [ -n "$SYNC" ]; then
-	r=$(calc "$RATE128/$SYNC" 4)
-	res "smtp c=128 / syncrate: $(calc "$r" 2) x $(target "$r" '>=' 2 '>= 2x')"
+if [ ${#RATIOS[@]} -gt 0 ]; then
+	r=$(printf '%s\n' "${RATIOS[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+	res "smtp c=128 / syncrate (median of ${#RATIOS[@]}): $(calc "$r" 2) x $(target "$r" '>=' 2 '>= 2x')"
 fi
 
 # ---- 3. idle connections (and RSS at rest) -----------------------------------
