@@ -14,7 +14,7 @@ SRC   = $(CORE) $(STORE) $(SMTP) $(POP3)
 MAIN  = core/main.c
 HDRS  = $(wildcard core/*.h store/*.h smtp/*.h pop3/*.h)
 
-UNIT  = test_addr test_data test_conn test_store test_smtp_parse test_pop3_parse
+UNIT  = test_addr test_data test_conn test_event test_store test_smtp_parse test_pop3_parse
 
 all: build/pillarbox
 asan: build/asan/pillarbox

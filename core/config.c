@@ -1,8 +1,10 @@
 /* config.c - defaults and the INI file (inih). see config.h */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <ini.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,34 +28,39 @@ void config_defaults(struct config *c)
 	c->login_delay = 2;
 }
 
-enum kind { STR, SIZE, UINT };
+enum kind { STR, NAME, LISTEN, SIZE, UINT };
 
+/* A config key: where its value goes, what it may be. Numbers below min
+ * are refused (a timeout of 0 would drop every client at once). */
 struct key {
 	const char *section, *name;
 	enum kind kind;
 	size_t offset, len;
+	uint64_t min;
 };
 
-#define STR_KEY(sec, name, field)                                             \
-	{sec, name, STR, offsetof(struct config, field),                      \
-	 sizeof(((struct config *)0)->field)}
-#define NUM_KEY(sec, name, kind, field)                                       \
-	{sec, name, kind, offsetof(struct config, field), 0}
+#define STR_KEY(sec, name, kind, field)                                       \
+	{sec, name, kind, offsetof(struct config, field),                     \
+	 sizeof(((struct config *)0)->field), 0}
+#define NUM_KEY(sec, name, kind, field, min)                                  \
+	{sec, name, kind, offsetof(struct config, field), 0, min}
 
 static const struct key keys[] = {
-	STR_KEY("server", "hostname", hostname),
-	STR_KEY("server", "data_dir", data_dir),
-	STR_KEY("server", "domains", domains),
-	NUM_KEY("server", "max_store_size", SIZE, max_store_size),
-	STR_KEY("smtp", "listen", smtp.listen),
-	NUM_KEY("smtp", "timeout", UINT, smtp.timeout),
-	NUM_KEY("smtp", "max_connections_per_ip", UINT, smtp.max_conn_per_ip),
-	NUM_KEY("smtp", "max_message_size", SIZE, max_message_size),
-	NUM_KEY("smtp", "max_recipients", UINT, max_recipients),
-	STR_KEY("pop3", "listen", pop3.listen),
-	NUM_KEY("pop3", "timeout", UINT, pop3.timeout),
-	NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip),
-	NUM_KEY("pop3", "login_delay", UINT, login_delay),
+	STR_KEY("server", "hostname", NAME, hostname),
+	STR_KEY("server", "data_dir", STR, data_dir),
+	STR_KEY("server", "domains", STR, domains),
+	NUM_KEY("server", "max_store_size", SIZE, max_store_size, 0),
+	STR_KEY("smtp", "listen", LISTEN, smtp.listen),
+	NUM_KEY("smtp", "timeout", UINT, smtp.timeout, 1),
+	NUM_KEY("smtp", "max_connections_per_ip", UINT, smtp.max_conn_per_ip,
+		0),
+	NUM_KEY("smtp", "max_message_size", SIZE, max_message_size, 1),
+	NUM_KEY("smtp", "max_recipients", UINT, max_recipients, 1),
+	STR_KEY("pop3", "listen", LISTEN, pop3.listen),
+	NUM_KEY("pop3", "timeout", UINT, pop3.timeout, 1),
+	NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip,
+		0),
+	NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */
@@ -79,6 +86,50 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* A host name for greetings and Received:: letters, digits, '-', '.'. */
+static bool config_name_ok(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '.')
+			return false;
+	return true;
+}
+
+int config_parse_listen(const char *s, struct sockaddr_storage *ss)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	size_t hl;
+	char *end;
+	long port;
+
+	memset(ss, 0, sizeof *ss);
+	if (colon == NULL || colon[1] == '\0')
+		return -1;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 0 || port > 65535)
+		return -1;
+	hl = (size_t)(colon - s);
+	if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']')
+		s++, hl -= 2;
+	if (hl == 0 || hl >= sizeof host)
+		return -1;
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (strchr(host, ':') != NULL) {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		return inet_pton(AF_INET6, host, &a6->sin6_addr) == 1 ? 0 : -1;
+	}
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons((uint16_t)port);
+	return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -1;
+}
+
 struct load {
 	struct config *c;
 	const char *file;
@@ -89,22 +140,28 @@ static int on_key(void *user, const char *section, const char *name,
 		  const char *value)
 {
 	struct load *ld = user;
+	struct sockaddr_storage ss;
+	bool known_section = false;
 	char *field;
 	uint64_t v;
 
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		const struct key *k = &keys[i];
+		known_section |= strcmp(k->section, section) == 0;
 		if (strcmp(k->section, section) != 0 ||
 		    strcmp(k->name, name) != 0)
 			continue;
 		field = (char *)ld->c + k->offset;
-		if (k->kind == STR) {
-			if (strlen(value) >= k->len)
+		if (k->kind == STR || k->kind == NAME || k->kind == LISTEN) {
+			if (strlen(value) >= k->len ||
+			    (k->kind == NAME && !config_name_ok(value)) ||
+			    (k->kind == LISTEN && value[0] != '\0' &&
+			     config_parse_listen(value, &ss) < 0))
 				goto bad;
 			strcpy(field, value);
 			return 1;
 		}
-		if (parse_size(value, &v) < 0 ||
+		if (parse_size(value, &v) < 0 || v < k->min ||
 		    (k->kind == UINT && (v != (unsigned)v)))
 			goto bad;
 		if (k->kind == UINT)
@@ -115,7 +172,10 @@ static int on_key(void *user, const char *section, const char *name,
 	}
 	/* inih reports the first failing line but parses on: keep the first
 	 * message so it matches that line. */
-	if (ld->err[0] == '\0')
+	if (ld->err[0] == '\0' && !known_section)
+		snprintf(ld->err, sizeof ld->err, "unknown section [%s]",
+			 section);
+	else if (ld->err[0] == '\0')
 		snprintf(ld->err, sizeof ld->err,
 			 "unknown key '%s' in [%s]", name, section);
 	return 0;

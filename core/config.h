@@ -6,6 +6,7 @@
 #define PILLARBOX_CONFIG_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define CONFIG_STR_MAX 256
 
@@ -36,6 +37,10 @@ void config_defaults(struct config *c);
 /* Reads FILE over the current values. On error prints one line
  * "FILE:LINE: what is wrong" on stderr and returns -1. */
 int config_load(struct config *c, const char *file);
+
+/* Parses a listen address, "host:port" or "[v6]:port", into ss.
+ * Returns 0, or -1 when it is not one. */
+int config_parse_listen(const char *s, struct sockaddr_storage *ss);
 
 /* Calls fn for each domain of the comma list (trimmed, non-empty). */
 void config_each_domain(const struct config *c,

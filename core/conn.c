@@ -666,36 +666,6 @@ static void on_connection(uv_stream_t *server, int status)
 	conn_settle(c);
 }
 
-/* Splits "host:port" or "[v6]:port" into a socket address. */
-static int parse_listen(const char *s, struct sockaddr_storage *ss)
-{
-	char host[64];
-	const char *colon = strrchr(s, ':');
-	size_t hl;
-	char *end;
-	long port;
-
-	if (colon == NULL)
-		return UV_EINVAL;
-	port = strtol(colon + 1, &end, 10);
-	if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535)
-		return UV_EINVAL;
-	hl = (size_t)(colon - s);
-	if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
-		s++, hl -= 2;
-		if (hl >= sizeof host)
-			return UV_EINVAL;
-		memcpy(host, s, hl);
-		host[hl] = '\0';
-		return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
-	}
-	if (hl >= sizeof host)
-		return UV_EINVAL;
-	memcpy(host, s, hl);
-	host[hl] = '\0';
-	return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
-}
-
 int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 {
 	struct listener *l = xcalloc(1, sizeof *l);
@@ -706,7 +676,7 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 	l->opts = *opts;
 	uv_tcp_init(loop, &l->tcp);
 	l->tcp.data = l;
-	r = parse_listen(opts->cfg->listen, &ss);
+	r = config_parse_listen(opts->cfg->listen, &ss) < 0 ? UV_EINVAL : 0;
 	if (r == 0)
 		r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
 	if (r == 0)

@@ -92,8 +92,19 @@ struct server {
 	uv_signal_t sigterm, sigint;
 	struct smtp_server smtp;
 	struct pop3_server pop3;
+	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
 };
+
+/* Core's own use of login events, for now: counting them. The relay rules
+ * (POP-before-SMTP) subscribe the same way. */
+static void count_login(const struct event *ev, void *arg)
+{
+	struct server *srv = arg;
+
+	(void)ev;
+	srv->logins++;
+}
 
 /* Every connection is closed, so no commit is pending and no read is
  * open: the commit thread can go. */
@@ -136,6 +147,7 @@ static int serve(struct config *cfg)
 		store_close(srv.st);
 		return 1;
 	}
+	event_subscribe(count_login, &srv);
 	r = store_commit_start(srv.st, loop);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
@@ -163,9 +175,10 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	store_commit_stats(srv.st, &commits, &jobs);
 	log_msg(LOG_INFO, "core",
-		"event=stats commits=%llu jobs=%llu accepted=%llu",
+		"event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
 		(unsigned long long)commits, (unsigned long long)jobs,
-		(unsigned long long)srv.smtp.accepted);
+		(unsigned long long)srv.smtp.accepted,
+		(unsigned long long)srv.logins);
 	pop3_server_free(&srv.pop3);
 	auth_cleanup();
 	event_reset();

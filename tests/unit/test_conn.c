@@ -256,6 +256,9 @@ static void run_server(unsigned timeout, unsigned max_per_ip,
 	free(h.loop);
 	h.loop = NULL;
 	assert_int_equal(stats.freed, stats.opened);
+	if (h.done_calls != 1)
+		print_error("conn_shutdown's done ran %d times\n",
+			    h.done_calls);
 	assert_int_equal(h.done_calls, 1);
 	if (h.err[0] != '\0')
 		print_error("client: %s\n", h.err);
@@ -508,7 +511,11 @@ static void convo_client(void *arg)
 {
 	struct convo_run *runs = arg;
 
-	for (size_t i = 0; i < sizeof convo_cases / sizeof *convo_cases; i++) {
+	/* Stops at the first error: a stuck server costs CLIENT_WAIT_MS per
+	 * conversation. */
+	for (size_t i = 0;
+	     i < sizeof convo_cases / sizeof *convo_cases && h.err[0] == '\0';
+	     i++) {
 		struct convo_run *run = &runs[i];
 		const char *in = run->c->in;
 		size_t n = strlen(in), cuts[CONVO_MAX];
@@ -520,7 +527,7 @@ static void convo_client(void *arg)
 			cuts[k] = k + 1;
 		run->got[run->n] = converse(in, n, cuts, n - 1);
 		snprintf(run->how[run->n++], 32, "byte by byte");
-		for (size_t k = 1; k < n && run->n < CONVO_MAX; k++) {
+		for (size_t k = 1; k < n && h.err[0] == '\0'; k++) {
 			run->got[run->n] = converse(in, n, &k, 1);
 			snprintf(run->how[run->n++], 32, "split at %zu", k);
 		}
