@@ -164,8 +164,11 @@ static void conn_finish_close(struct conn *c)
 	nconns--;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-	if (nconns == 0 && all_closed != NULL)
-		all_closed(all_closed_arg);
+	if (nconns == 0 && all_closed != NULL) {
+		void (*done)(void *) = all_closed;
+		all_closed = NULL; /* once */
+		done(all_closed_arg);
+	}
 }
 
 static void on_timer(uv_timer_t *t)
@@ -740,9 +743,7 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 		next = c->next;
 		if (c->closing)
 			continue;
-		c->dispatching = 1;
-		c->lis->opts.proto->event(c, c->session, CONN_SHUTDOWN);
-		c->dispatching = 0;
+		conn_dispatch(c, CONN_SHUTDOWN);
 		conn_close(c);
 	}
 	/* Connections still closing report their end through done. */

@@ -27,11 +27,15 @@ int pop3_parse_number(const char *arg, unsigned long *n, const char **rest)
 int pop3_parse_plain(const char *b64, char *user, size_t user_size,
 		     char *pass, size_t pass_size)
 {
-	unsigned char buf[PLAIN_MAX + 1];
+	/* b64_pton wants room for a last group's spare octets. */
+	unsigned char buf[PLAIN_MAX + 4];
 	const char *authz = (char *)buf, *authc, *pw;
-	int n = b64_pton(b64, buf, PLAIN_MAX), rc = -2;
+	int n, rc = -2;
 	size_t left;
 
+	if (strlen(b64) > (PLAIN_MAX + 2) / 3 * 4)
+		return -2; /* too long to be ours: a failed login, delay and all */
+	n = b64_pton(b64, buf, sizeof buf - 1);
 	if (n < 0)
 		return -1;
 	buf[n] = '\0';
@@ -46,6 +50,7 @@ int pop3_parse_plain(const char *b64, char *user, size_t user_size,
 	pw++;
 	/* The password runs to the end and may not hold another NUL. */
 	if (strlen(pw) != left - (size_t)(pw - authc) || *authc == '\0' ||
+	    *pw == '\0' || /* RFC 4616: passwd = 1*SAFE */
 	    strlen(authc) >= user_size || strlen(pw) >= pass_size ||
 	    (*authz != '\0' && strcasecmp(authz, authc) != 0))
 		goto out;

@@ -111,7 +111,10 @@ static void data_emit(struct data_reader *r, const char *p, size_t n)
 	if (n == 0 || (r->errors & (DATA_ERR_SIZE | DATA_ERR_IO)))
 		return;
 	if (r->out->len + n > r->max_size) {
+		/* Refused at the end: keep nothing from now on (however the
+		 * input was split), and give the memory back at once. */
 		r->errors |= DATA_ERR_SIZE;
+		msgbuf_free(r->out);
 		return;
 	}
 	if (msgbuf_append(r->out, p, n) < 0)
@@ -175,6 +178,7 @@ size_t data_feed(struct data_reader *r, const char *p, size_t n)
 				r->errors |= DATA_ERR_BARE;
 			} else {
 				r->errors |= DATA_ERR_BARE;
+				r->line_len++; /* the bare CR is text */
 				data_text(r);
 			}
 			break;

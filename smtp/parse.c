@@ -81,18 +81,20 @@ const char *smtp_parse_rcpt(const char *arg, bool utf8,
 	size_t used;
 
 	memset(a, 0, sizeof *a);
-	if (path != NULL && strcasecmp(path, "<postmaster>") == 0) {
+	if (path != NULL && strncasecmp(path, "<postmaster>", 12) == 0) {
 		strcpy(a->local, "postmaster");
 		snprintf(a->domain, sizeof a->domain, "%s", postmaster_domain);
-		return NULL;
+		used = 12;
+	} else if (path == NULL || addr_parse_path(path, strlen(path), false,
+						   true, a, &used) < 0) {
+		return "501 5.1.3 Bad recipient address syntax";
 	}
-	if (path == NULL ||
-	    addr_parse_path(path, strlen(path), false, true, a, &used) < 0)
-		return "501 5.1.3 Bad recipient address syntax";
-	if (path[used] == ' ')
-		return "555 5.5.4 Unsupported RCPT parameter";
+	while (path[used] == ' ') /* trailing spaces, as MAIL allows */
+		used++;
 	if (path[used] != '\0')
-		return "501 5.1.3 Bad recipient address syntax";
+		return path[used - 1] == ' '
+			       ? "555 5.5.4 Unsupported RCPT parameter"
+			       : "501 5.1.3 Bad recipient address syntax";
 	if (!utf8 && !addr_ascii(a))
 		return "553 5.6.7 Non-ASCII address needs SMTPUTF8";
 	return NULL;

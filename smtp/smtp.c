@@ -25,8 +25,9 @@ enum smtp_state {
 	ST_READY = 1 << 1, /* no transaction */
 	ST_MAIL = 1 << 2,  /* MAIL given, no recipient yet */
 	ST_RCPT = 1 << 3,  /* one recipient or more */
-	ST_BDAT = 1 << 4,  /* between BDAT chunks */
+	ST_BDAT = 1 << 4,  /* between BDAT chunks: BDAT, RSET, NOOP, QUIT */
 	ST_ANY = 0x1f,
+	ST_NOT_BDAT = ST_ANY & ~ST_BDAT,
 };
 
 enum smtp_mode { MODE_CMD, MODE_DATA, MODE_BDAT };
@@ -60,10 +61,12 @@ struct smtp_session {
 	struct smtp_tx *tx;
 };
 
-/* The command table: adding a verb is adding a row. */
+/* The command table: adding a verb is adding a row. BDAT is allowed in any
+ * state here because smtp_bdat checks the sequence itself: a refused
+ * chunk must still be read (RFC 3030 2). */
 #define SMTP_COMMANDS(X)                                                      \
-	X(EHLO, ST_ANY, ARG_REQ, smtp_ehlo)                                   \
-	X(HELO, ST_ANY, ARG_REQ, smtp_helo)                                   \
+	X(EHLO, ST_NOT_BDAT, ARG_REQ, smtp_ehlo)                              \
+	X(HELO, ST_NOT_BDAT, ARG_REQ, smtp_helo)                              \
 	X(MAIL, ST_READY, ARG_REQ, smtp_mail)                                 \
 	X(RCPT, ST_MAIL | ST_RCPT, ARG_REQ, smtp_rcpt)                        \
 	X(DATA, ST_RCPT, ARG_NONE, smtp_data)                                 \
@@ -71,8 +74,8 @@ struct smtp_session {
 	X(RSET, ST_ANY, ARG_NONE, smtp_rset)                                  \
 	X(NOOP, ST_ANY, ARG_ANY, smtp_noop)                                   \
 	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                  \
-	X(VRFY, ST_ANY, ARG_REQ, smtp_vrfy)                                   \
-	X(HELP, ST_ANY, ARG_ANY, smtp_help)
+	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                              \
+	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)
 
 enum smtp_arity { ARG_NONE, ARG_REQ, ARG_ANY };
 
@@ -543,12 +546,7 @@ static void smtp_command(struct smtp_session *s, char *line, size_t len)
 		smtp_error(s, "500 5.5.1 Command unrecognized");
 		return;
 	}
-	/* BDAT is checked in smtp_bdat: its chunk must be read even when
-	 * the command is refused. */
-	if (!(cmd->states & s->state) ||
-	    (s->state == ST_BDAT && cmd->proceed != smtp_bdat &&
-	     cmd->proceed != smtp_rset && cmd->proceed != smtp_quit &&
-	     cmd->proceed != smtp_noop)) {
+	if (!(cmd->states & s->state)) {
 		smtp_error(s, smtp_sequence_reply(s, cmd->verb));
 		return;
 	}

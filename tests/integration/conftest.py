@@ -12,7 +12,8 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get("PILLARBOX_BIN", os.path.join(ROOT, "build", "pillarbox"))
+BIN = os.path.abspath(os.environ.get("PILLARBOX_BIN",
+                                     os.path.join(ROOT, "build", "pillarbox")))
 LISTEN_RE = re.compile(r"event=listening proto=(\w+) addr=(\S+)")
 
 
