@@ -15,9 +15,9 @@
 
 #include "store/store.h"
 
-#define AUTH_FAIL_MAX 10       /* failed logins per IP ... */
-#define AUTH_FAIL_WINDOW 300   /* ... within this many seconds */
-#define AUTH_PASS_MAX 256      /* longer passwords are refused */
+#define AUTH_FAIL_MAX	 10  /* failed logins per IP ... */
+#define AUTH_FAIL_WINDOW 300 /* ... within this many seconds */
+#define AUTH_PASS_MAX	 256 /* longer passwords are refused */
 
 /* Hashes pass with a fresh salt into out (size n). 0 or -1. */
 int auth_hash(const char *pass, char *out, size_t n);

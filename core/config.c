@@ -39,28 +39,30 @@ struct key {
 	uint64_t min;
 };
 
-#define STR_KEY(sec, name, kind, field)                                       \
-	{sec, name, kind, offsetof(struct config, field),                     \
-	 sizeof(((struct config *)0)->field), 0}
-#define NUM_KEY(sec, name, kind, field, min)                                  \
-	{sec, name, kind, offsetof(struct config, field), 0, min}
+#define STR_KEY(sec, name, kind, field)                                        \
+	{                                                                      \
+		sec, name, kind, offsetof(struct config, field),               \
+		    sizeof(((struct config *)0)->field), 0                     \
+	}
+#define NUM_KEY(sec, name, kind, field, min)                                   \
+	{                                                                      \
+		sec, name, kind, offsetof(struct config, field), 0, min        \
+	}
 
 static const struct key keys[] = {
-	STR_KEY("server", "hostname", NAME, hostname),
-	STR_KEY("server", "data_dir", STR, data_dir),
-	STR_KEY("server", "domains", STR, domains),
-	NUM_KEY("server", "max_store_size", SIZE, max_store_size, 0),
-	STR_KEY("smtp", "listen", LISTEN, smtp.listen),
-	NUM_KEY("smtp", "timeout", UINT, smtp.timeout, 1),
-	NUM_KEY("smtp", "max_connections_per_ip", UINT, smtp.max_conn_per_ip,
-		0),
-	NUM_KEY("smtp", "max_message_size", SIZE, max_message_size, 1),
-	NUM_KEY("smtp", "max_recipients", UINT, max_recipients, 1),
-	STR_KEY("pop3", "listen", LISTEN, pop3.listen),
-	NUM_KEY("pop3", "timeout", UINT, pop3.timeout, 1),
-	NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip,
-		0),
-	NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
+    STR_KEY("server", "hostname", NAME, hostname),
+    STR_KEY("server", "data_dir", STR, data_dir),
+    STR_KEY("server", "domains", STR, domains),
+    NUM_KEY("server", "max_store_size", SIZE, max_store_size, 0),
+    STR_KEY("smtp", "listen", LISTEN, smtp.listen),
+    NUM_KEY("smtp", "timeout", UINT, smtp.timeout, 1),
+    NUM_KEY("smtp", "max_connections_per_ip", UINT, smtp.max_conn_per_ip, 0),
+    NUM_KEY("smtp", "max_message_size", SIZE, max_message_size, 1),
+    NUM_KEY("smtp", "max_recipients", UINT, max_recipients, 1),
+    STR_KEY("pop3", "listen", LISTEN, pop3.listen),
+    NUM_KEY("pop3", "timeout", UINT, pop3.timeout, 1),
+    NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip, 0),
+    NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */
@@ -76,9 +78,21 @@ static int parse_size(const char *s, uint64_t *out)
 	if (errno != 0)
 		return -1;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
+	case 'k':
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		v <<= 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		v <<= 30;
+		end++;
+		break;
 	}
 	if (*end != '\0')
 		return -1;
@@ -176,8 +190,8 @@ static int on_key(void *user, const char *section, const char *name,
 		snprintf(ld->err, sizeof ld->err, "unknown section [%s]",
 			 section);
 	else if (ld->err[0] == '\0')
-		snprintf(ld->err, sizeof ld->err,
-			 "unknown key '%s' in [%s]", name, section);
+		snprintf(ld->err, sizeof ld->err, "unknown key '%s' in [%s]",
+			 name, section);
 	return 0;
 bad:
 	if (ld->err[0] == '\0')

@@ -12,14 +12,14 @@
 
 struct config_listener {
 	char listen[CONFIG_STR_MAX]; /* "host:port", "[::1]:25"; "" = off */
-	unsigned timeout;            /* idle seconds before 421 / -ERR */
+	unsigned timeout;	     /* idle seconds before 421 / -ERR */
 	unsigned max_conn_per_ip;
 };
 
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
-	char domains[1024];      /* comma list, also in the store */
+	char domains[1024];	 /* comma list, also in the store */
 	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
 
 	struct config_listener smtp;

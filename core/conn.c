@@ -17,8 +17,8 @@
 struct listener {
 	uv_tcp_t tcp;
 	struct conn_listen_opts opts;
-	size_t nconns;    /* its connections: it is freed after the last */
-	bool closed;      /* its socket is closed */
+	size_t nconns; /* its connections: it is freed after the last */
+	bool closed;   /* its socket is closed */
 	struct ipcount *ips[256]; /* hash buckets */
 	struct listener *next;
 };
@@ -65,7 +65,7 @@ struct conn {
 	unsigned cap_iov;
 
 	unsigned paused : 1, closing : 1, closed : 1, dispatching : 1,
-		skip_line : 1, reading : 1, busy : 1;
+	    skip_line : 1, reading : 1, busy : 1;
 	int handles; /* open uv handles, freed at 0 */
 	struct sockaddr_storage peer;
 	char peer_text[48];
@@ -280,8 +280,9 @@ static void conn_flush(struct conn *c)
 	bufs = c->iov;
 	for (unsigned i = 0; i < n; i++) {
 		struct out_seg *sg = &c->segs[i];
-		bufs[i] = uv_buf_init(sg->base ? (char *)sg->base : c->out + sg->off,
-				      (unsigned)sg->len);
+		bufs[i] =
+		    uv_buf_init(sg->base ? (char *)sg->base : c->out + sg->off,
+				(unsigned)sg->len);
 	}
 	if (c->tcp.write_queue_size == 0)
 		r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
@@ -303,8 +304,8 @@ static void conn_flush(struct conn *c)
 	bufs->len -= done;
 	/* The request takes the copied bytes and the callbacks along. */
 	w = xmalloc(sizeof *w);
-	*w = (struct write_req){.c = c, .out = c->out, .dones = c->dones,
-				.ndones = c->ndones};
+	*w = (struct write_req){
+	    .c = c, .out = c->out, .dones = c->dones, .ndones = c->ndones};
 	c->out = NULL;
 	c->dones = NULL;
 	c->out_cap = c->cap_dones = 0;
@@ -633,7 +634,8 @@ static void on_connection(uv_stream_t *server, int status)
 	c->tcp.data = c->timer.data = c;
 	c->handles = 2;
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
-	    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) < 0) {
+	    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) <
+		0) {
 		l->nconns--;
 		uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
@@ -656,9 +658,10 @@ static void on_connection(uv_stream_t *server, int status)
 	uv_timer_start(&c->timer, on_timer, cfg->timeout * 1000ull,
 		       cfg->timeout * 1000ull);
 	if (cfg->max_conn_per_ip > 0 && n > cfg->max_conn_per_ip) {
-		log_msg(LOG_WARN, l->opts.proto->name,
-			"sid=%s event=refused ip=%s reason=per-ip-limit count=%u",
-			c->sid, c->peer_text, n);
+		log_msg(
+		    LOG_WARN, l->opts.proto->name,
+		    "sid=%s event=refused ip=%s reason=per-ip-limit count=%u",
+		    c->sid, c->peer_text, n);
 		conn_puts(c, l->opts.busy_reply);
 		conn_close(c);
 		return;
@@ -695,7 +698,8 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 	}
 	if (ss.ss_family == AF_INET6) {
 		name[0] = '[';
-		uv_ip6_name((struct sockaddr_in6 *)&ss, name + 1, sizeof name - 8);
+		uv_ip6_name((struct sockaddr_in6 *)&ss, name + 1,
+			    sizeof name - 8);
 		snprintf(name + strlen(name), 8, "]:%u",
 			 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
 	} else {

@@ -35,10 +35,10 @@
 
 #include "core/config.h"
 
-#define CONN_READ_BUF (64u << 10)  /* the shared read buffer */
-#define CONN_IN_MAX (64u << 10)    /* own buffer cap: one read + a line */
-#define CONN_OUT_HIGH (64u << 10)  /* stop reading above this much output */
-#define CONN_CLOSE_GRACE 10        /* seconds to drain output on close */
+#define CONN_READ_BUF	 (64u << 10) /* the shared read buffer */
+#define CONN_IN_MAX	 (64u << 10) /* own buffer cap: one read + a line */
+#define CONN_OUT_HIGH	 (64u << 10) /* stop reading above this much output */
+#define CONN_CLOSE_GRACE 10	     /* seconds to drain output on close */
 
 struct conn;
 
@@ -60,9 +60,9 @@ struct conn_proto {
 
 struct conn_listen_opts {
 	const struct conn_proto *proto;
-	void *ctx;                      /* handed to proto->open */
+	void *ctx; /* handed to proto->open */
 	const struct config_listener *cfg;
-	const char *busy_reply;         /* written when over max_conn_per_ip */
+	const char *busy_reply; /* written when over max_conn_per_ip */
 };
 
 /* Starts listening on cfg->listen ("host:port", "[v6]:port"; port 0 picks
@@ -81,8 +81,8 @@ size_t conn_count(void);
 /* --- reading ----------------------------------------------------------- */
 
 enum conn_line {
-	CONN_AGAIN = 0,    /* no complete line yet (or paused / output full) */
-	CONN_LINE,         /* a line ending in CRLF */
+	CONN_AGAIN = 0,	   /* no complete line yet (or paused / output full) */
+	CONN_LINE,	   /* a line ending in CRLF */
 	CONN_LINE_BARELF,  /* a line ending in a bare LF */
 	CONN_LINE_TOOLONG, /* longer than max: discarded up to its LF */
 };
@@ -114,7 +114,7 @@ void conn_resume(struct conn *c);
 void conn_write(struct conn *c, const void *p, size_t n);
 void conn_puts(struct conn *c, const char *s);
 void conn_printf(struct conn *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Sends n buffers without copying them (after everything queued before).
  * done(arg) runs once they are written or dropped; it may run before this

@@ -11,8 +11,7 @@ static struct {
 } subs[EVENT_SUBSCRIBERS_MAX];
 static size_t nsubs;
 
-void event_subscribe(void (*fn)(const struct event *ev, void *arg),
-		     void *arg)
+void event_subscribe(void (*fn)(const struct event *ev, void *arg), void *arg)
 {
 	if (nsubs == EVENT_SUBSCRIBERS_MAX)
 		fatal("event=subscribe error=too-many");

@@ -14,16 +14,15 @@ enum event_kind {
 
 struct event {
 	enum event_kind kind;
-	const char *proto;           /* "pop3", "smtp" */
-	const char *user;            /* the account */
+	const char *proto;	     /* "pop3", "smtp" */
+	const char *user;	     /* the account */
 	const struct sockaddr *peer; /* the client's address */
 };
 
 #define EVENT_SUBSCRIBERS_MAX 8 /* a handful of core modules at most */
 
 /* Calls fn(ev, arg) for every event from now on (loop thread). */
-void event_subscribe(void (*fn)(const struct event *ev, void *arg),
-		     void *arg);
+void event_subscribe(void (*fn)(const struct event *ev, void *arg), void *arg);
 /* Drops every subscriber (at shutdown and in tests). */
 void event_reset(void);
 /* Reports ev to the subscribers, in subscription order; pointers in ev are

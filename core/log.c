@@ -35,7 +35,7 @@ static void log_vmsg(enum log_level lvl, const char *area, const char *fmt,
 	r = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
 	if (r > 0)
 		n += (size_t)r < sizeof line - n - 1 ? (size_t)r
-						       : sizeof line - n - 2;
+						     : sizeof line - n - 2;
 	line[n++] = '\n';
 	/* One write per line so lines from threads never interleave. */
 	if (write(STDERR_FILENO, line, n) < 0)

@@ -1,7 +1,8 @@
 /*
  * log.h - one line per event, key=value, on stderr.
  *
- *   2026-11-23T13:40:01Z pillarbox smtp sid=5f2a... event=rcpt to=<a@b> result=250
+ *   2026-11-23T13:40:01Z pillarbox smtp sid=5f2a... event=rcpt to=<a@b>
+ * result=250
  *
  * The session id (sid) lets an admin and fail2ban follow one connection.
  * Values with spaces or quotes must be passed through log_quote().
@@ -20,7 +21,7 @@ void log_set_level(enum log_level lvl);
 
 /* Writes "TIME pillarbox AREA FORMATTED\n" atomically (one write). */
 void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Returns s in double quotes with \ " and control bytes escaped, truncated
  * to fit; uses one of a few static buffers (valid for the next 4 calls on

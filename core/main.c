@@ -25,20 +25,20 @@
 #define PILLARBOX_VERSION "0.1.0"
 
 static const char usage[] =
-	"usage: pillarbox [-c FILE] COMMAND [ARGS]\n"
-	"\n"
-	"  serve                          run in the foreground\n"
-	"  user add|del|passwd ADDRESS    password read from stdin (one line)\n"
-	"  user list\n"
-	"  alias add ALIAS TARGET[,TARGET...]\n"
-	"  alias del ALIAS | alias list\n"
-	"  domain add|del DOMAIN | domain list\n"
-	"  queue list\n"
-	"  --version | --help\n"
-	"\n"
-	"Without -c FILE the built-in defaults apply (data in "
-	"./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
-	"domain localhost).\n";
+    "usage: pillarbox [-c FILE] COMMAND [ARGS]\n"
+    "\n"
+    "  serve                          run in the foreground\n"
+    "  user add|del|passwd ADDRESS    password read from stdin (one line)\n"
+    "  user list\n"
+    "  alias add ALIAS TARGET[,TARGET...]\n"
+    "  alias del ALIAS | alias list\n"
+    "  domain add|del DOMAIN | domain list\n"
+    "  queue list\n"
+    "  --version | --help\n"
+    "\n"
+    "Without -c FILE the built-in defaults apply (data in "
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
+    "domain localhost).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -165,7 +165,8 @@ static int serve(struct config *cfg)
 	uv_signal_start(&srv.sigterm, on_stop_signal, SIGTERM);
 	uv_signal_start(&srv.sigint, on_stop_signal, SIGINT);
 	if (r < 0) {
-		fprintf(stderr, "pillarbox: cannot start: %s\n", uv_strerror(r));
+		fprintf(stderr, "pillarbox: cannot start: %s\n",
+			uv_strerror(r));
 		on_stop_signal(&srv.sigterm, 0);
 	} else {
 		log_msg(LOG_INFO, "core",
@@ -239,8 +240,7 @@ static int print_domain(const char *name, void *arg)
 	return 0;
 }
 
-static int print_user(const char *addr, const struct store_user *u,
-		      void *arg)
+static int print_user(const char *addr, const struct store_user *u, void *arg)
 {
 	(void)arg;
 	printf("%s%s\n", addr, (u->flags & STORE_USER_ADMIN) ? " admin" : "");
@@ -278,16 +278,16 @@ static void domain_match(const char *domain, void *arg)
 }
 
 /* Runs one verb inside a write transaction. Returns the exit code. */
-static int cli_verb(const struct config *cfg, struct store_txn *txn,
-		    int argc, char **argv)
+static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
+		    char **argv)
 {
 	const char *noun = argv[0], *verb = argc > 1 ? argv[1] : "";
 	const char *arg = argc > 2 ? argv[2] : NULL;
 	char pass[AUTH_PASS_MAX + 2], hash[STORE_HASH_MAX + 1];
 	int r = -EINVAL;
 
-#define IS(n, v, args) (strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && \
-			argc == (args) + 2)
+#define IS(n, v, args)                                                         \
+	(strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && argc == (args) + 2)
 	if (IS("user", "add", 1) || IS("user", "passwd", 1)) {
 		if (!cli_address_ok(arg)) {
 			fprintf(stderr, "pillarbox: bad address: %s\n", arg);
@@ -295,8 +295,9 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn,
 		}
 		if (read_password(pass, sizeof pass) < 0 ||
 		    auth_hash(pass, hash, sizeof hash) < 0) {
-			fprintf(stderr, "pillarbox: need a password (one line "
-					"on stdin, 1 to %d characters)\n",
+			fprintf(stderr,
+				"pillarbox: need a password (one line "
+				"on stdin, 1 to %d characters)\n",
 				AUTH_PASS_MAX);
 			return 1;
 		}
@@ -321,9 +322,10 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn,
 		}
 		r = store_alias_add(txn, arg, argv[3]);
 		if (r == -ENOENT) {
-			fprintf(stderr, "pillarbox: %s: the alias's domain "
-					"must be local and every target an "
-					"existing user\n",
+			fprintf(stderr,
+				"pillarbox: %s: the alias's domain "
+				"must be local and every target an "
+				"existing user\n",
 				arg);
 			return 1;
 		}
@@ -333,14 +335,15 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn,
 		r = store_alias_list(txn, print_alias, NULL);
 	} else if (IS("domain", "add", 1)) {
 		r = strchr(arg, '@') || strchr(arg, ' ')
-			    ? -EINVAL
-			    : store_domain_add(txn, arg);
+			? -EINVAL
+			: store_domain_add(txn, arg);
 	} else if (IS("domain", "del", 1)) {
 		struct in_config ic = {arg, false};
 		config_each_domain(cfg, domain_match, &ic);
 		if (ic.found) {
-			fprintf(stderr, "pillarbox: %s is set in the config "
-					"file's domains; remove it there\n",
+			fprintf(stderr,
+				"pillarbox: %s is set in the config "
+				"file's domains; remove it there\n",
 				arg);
 			return 1;
 		}
@@ -386,8 +389,7 @@ static int cli(const struct config *cfg, int argc, char **argv)
 	else
 		store_txn_abort(txn);
 	if (r < 0) {
-		fprintf(stderr, "pillarbox: commit failed: %s\n",
-			strerror(-r));
+		fprintf(stderr, "pillarbox: commit failed: %s\n", strerror(-r));
 		rc = 1;
 	}
 	fflush(stdout);

@@ -24,8 +24,8 @@ int pop3_parse_number(const char *arg, unsigned long *n, const char **rest)
 	return 0;
 }
 
-int pop3_parse_plain(const char *b64, char *user, size_t user_size,
-		     char *pass, size_t pass_size)
+int pop3_parse_plain(const char *b64, char *user, size_t user_size, char *pass,
+		     size_t pass_size)
 {
 	/* b64_pton wants room for a last group's spare octets. */
 	unsigned char buf[PLAIN_MAX + 4];
@@ -34,7 +34,8 @@ int pop3_parse_plain(const char *b64, char *user, size_t user_size,
 	size_t left;
 
 	if (strlen(b64) > (PLAIN_MAX + 2) / 3 * 4)
-		return -2; /* too long to be ours: a failed login, delay and all */
+		return -2; /* too long to be ours: a failed login, delay and all
+			    */
 	n = b64_pton(b64, buf, sizeof buf - 1);
 	if (n < 0)
 		return -1;

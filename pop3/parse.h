@@ -17,7 +17,7 @@ int pop3_parse_number(const char *arg, unsigned long *n, const char **rest);
  * password into pass (NUL-terminated). An authzid other than the authcid is
  * refused: no logging in as someone else. Returns 0; -1 for bad base64;
  * -2 for a wrong structure or fields too long. */
-int pop3_parse_plain(const char *b64, char *user, size_t user_size,
-		     char *pass, size_t pass_size);
+int pop3_parse_plain(const char *b64, char *user, size_t user_size, char *pass,
+		     size_t pass_size);
 
 #endif

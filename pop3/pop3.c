@@ -34,11 +34,11 @@ struct pop3_session {
 	struct conn *c;
 	struct pop3_server *srv;
 	enum pop3_state state;
-	bool auth_wait;   /* AUTH PLAIN sent "+ ", the response comes next */
-	bool locked;      /* holds the maildrop lock for user */
+	bool auth_wait; /* AUTH PLAIN sent "+ ", the response comes next */
+	bool locked;	/* holds the maildrop lock for user */
 	unsigned errors;
-	char *user;       /* from USER, then the logged-in user */
-	uv_timer_t *delay; /* login_delay after a failure; RETR retry */
+	char *user;		/* from USER, then the logged-in user */
+	uv_timer_t *delay;	/* login_delay after a failure; RETR retry */
 	struct pop3_msg *retry; /* a RETR/TOP waiting for the store */
 	long retry_lines;
 	struct pop3_msg *msgs;
@@ -47,24 +47,24 @@ struct pop3_session {
 };
 
 /* The command table: adding a verb is adding a row. */
-#define POP3_COMMANDS(X)                                                      \
-	X(USER, P_AUTH, ARG_REQ, pop3_user)                                   \
-	X(PASS, P_AUTH, ARG_REQ, pop3_pass)                                   \
-	X(AUTH, P_AUTH, ARG_ANY, pop3_auth)                                   \
-	X(CAPA, P_ANY, ARG_NONE, pop3_capa)                                   \
-	X(QUIT, P_ANY, ARG_NONE, pop3_quit)                                   \
-	X(STAT, P_TRANS, ARG_NONE, pop3_stat)                                 \
-	X(LIST, P_TRANS, ARG_ANY, pop3_list)                                  \
-	X(UIDL, P_TRANS, ARG_ANY, pop3_uidl)                                  \
-	X(RETR, P_TRANS, ARG_REQ, pop3_retr)                                  \
-	X(TOP, P_TRANS, ARG_REQ, pop3_top)                                    \
-	X(DELE, P_TRANS, ARG_REQ, pop3_dele)                                  \
-	X(RSET, P_TRANS, ARG_NONE, pop3_rset)                                 \
+#define POP3_COMMANDS(X)                                                       \
+	X(USER, P_AUTH, ARG_REQ, pop3_user)                                    \
+	X(PASS, P_AUTH, ARG_REQ, pop3_pass)                                    \
+	X(AUTH, P_AUTH, ARG_ANY, pop3_auth)                                    \
+	X(CAPA, P_ANY, ARG_NONE, pop3_capa)                                    \
+	X(QUIT, P_ANY, ARG_NONE, pop3_quit)                                    \
+	X(STAT, P_TRANS, ARG_NONE, pop3_stat)                                  \
+	X(LIST, P_TRANS, ARG_ANY, pop3_list)                                   \
+	X(UIDL, P_TRANS, ARG_ANY, pop3_uidl)                                   \
+	X(RETR, P_TRANS, ARG_REQ, pop3_retr)                                   \
+	X(TOP, P_TRANS, ARG_REQ, pop3_top)                                     \
+	X(DELE, P_TRANS, ARG_REQ, pop3_dele)                                   \
+	X(RSET, P_TRANS, ARG_NONE, pop3_rset)                                  \
 	X(NOOP, P_TRANS, ARG_NONE, pop3_noop)
 
 enum pop3_arity { ARG_NONE, ARG_REQ, ARG_ANY };
 
-#define X(verb, states, arity, fn)                                            \
+#define X(verb, states, arity, fn)                                             \
 	static void fn(struct pop3_session *s, char *arg);
 POP3_COMMANDS(X)
 #undef X
@@ -76,7 +76,7 @@ static const struct pop3_command {
 	void (*proceed)(struct pop3_session *s, char *arg);
 } pop3_commands[] = {
 #define X(verb, states, arity, fn) {#verb, states, arity, fn},
-	POP3_COMMANDS(X)
+    POP3_COMMANDS(X)
 #undef X
 };
 
@@ -144,9 +144,8 @@ static int pop3_snapshot_add(const struct store_mail *m, void *arg)
 	struct pop3_session *s = arg;
 
 	if ((s->nmsgs & (s->nmsgs - 1)) == 0) /* grow at powers of two */
-		s->msgs = xrealloc(s->msgs,
-				   (s->nmsgs ? 2 * s->nmsgs : 1) *
-					   sizeof *s->msgs);
+		s->msgs = xrealloc(s->msgs, (s->nmsgs ? 2 * s->nmsgs : 1) *
+						sizeof *s->msgs);
 	s->msgs[s->nmsgs++] = (struct pop3_msg){m->uid, false, m->id, m->size};
 	return 0;
 }
@@ -374,10 +373,10 @@ static void pop3_listing(struct pop3_session *s, char *arg, bool uidl)
 
 	if (*arg != '\0') {
 		if ((m = pop3_msg_arg(s, arg, NULL)) != NULL)
-			conn_printf(s->c, "+OK %u %llu\r\n",
-				    (unsigned)(m - s->msgs) + 1,
-				    (unsigned long long)(uidl ? m->uid
-							      : m->size));
+			conn_printf(
+			    s->c, "+OK %u %llu\r\n",
+			    (unsigned)(m - s->msgs) + 1,
+			    (unsigned long long)(uidl ? m->uid : m->size));
 		return;
 	}
 	if (uidl) {
@@ -390,10 +389,10 @@ static void pop3_listing(struct pop3_session *s, char *arg, bool uidl)
 	}
 	for (unsigned i = 0; i < s->nmsgs; i++)
 		if (!s->msgs[i].deleted)
-			conn_printf(s->c, "%u %llu\r\n", i + 1,
-				    (unsigned long long)(uidl
-								 ? s->msgs[i].uid
-								 : s->msgs[i].size));
+			conn_printf(
+			    s->c, "%u %llu\r\n", i + 1,
+			    (unsigned long long)(uidl ? s->msgs[i].uid
+						      : s->msgs[i].size));
 	pop3_reply(s, ".");
 }
 
@@ -440,18 +439,19 @@ static void pop3_send_stuffed(struct pop3_session *s, struct store_txn *txn,
 		if (*line != '.')
 			continue;
 		if (n + 3 > cap)
-			ps->bufs = xrealloc(ps->bufs, (cap *= 2) *
-							      sizeof *ps->bufs);
+			ps->bufs =
+			    xrealloc(ps->bufs, (cap *= 2) * sizeof *ps->bufs);
 		if (line > data)
-			ps->bufs[n++] = uv_buf_init((char *)data,
-						    (unsigned)(line - data));
+			ps->bufs[n++] =
+			    uv_buf_init((char *)data, (unsigned)(line - data));
 		ps->bufs[n++] = uv_buf_init(".", 1);
 		data = line;
 	}
 	if (n + 3 > cap)
 		ps->bufs = xrealloc(ps->bufs, (cap += 3) * sizeof *ps->bufs);
 	if (end > data)
-		ps->bufs[n++] = uv_buf_init((char *)data, (unsigned)(end - data));
+		ps->bufs[n++] =
+		    uv_buf_init((char *)data, (unsigned)(end - data));
 	if (len >= 2 && (end[-2] != '\r' || end[-1] != '\n'))
 		ps->bufs[n++] = uv_buf_init("\r\n", 2);
 	ps->bufs[n++] = uv_buf_init(".\r\n", 3);
@@ -622,9 +622,8 @@ static void pop3_quit(struct pop3_session *s, char *arg)
 		conn_close(s->c);
 		return;
 	}
-	s->job = (struct store_job){.run = pop3_update_run,
-				    .done = pop3_update_done,
-				    .arg = s};
+	s->job = (struct store_job){
+	    .run = pop3_update_run, .done = pop3_update_done, .arg = s};
 	conn_pause(s->c);
 	store_commit_submit(s->srv->st, &s->job);
 }
@@ -740,8 +739,7 @@ static void pop3_free(void *session)
 	free(s);
 }
 
-const struct conn_proto pop3_proto = {"pop3", pop3_open, pop3_event,
-				      pop3_free};
+const struct conn_proto pop3_proto = {"pop3", pop3_open, pop3_event, pop3_free};
 
 void pop3_server_init(struct pop3_server *srv, const struct config *cfg,
 		      struct store *st)

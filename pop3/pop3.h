@@ -9,10 +9,10 @@
 #include "core/conn.h"
 #include "store/store.h"
 
-#define POP3_CMD_MAX 255   /* RFC 2449 4: commands up to 255 octets */
-#define POP3_AUTH_MAX 1024 /* an AUTH PLAIN line: two names + password */
-#define POP3_ERRORS_MAX 20 /* bad commands before we hang up */
-#define POP3_RETRY_MS 5    /* wait while the store's map is resized */
+#define POP3_CMD_MAX	255  /* RFC 2449 4: commands up to 255 octets */
+#define POP3_AUTH_MAX	1024 /* an AUTH PLAIN line: two names + password */
+#define POP3_ERRORS_MAX 20   /* bad commands before we hang up */
+#define POP3_RETRY_MS	5    /* wait while the store's map is resized */
 
 struct pop3_lock;
 

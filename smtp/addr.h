@@ -16,13 +16,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define ADDR_LOCAL_MAX 64   /* RFC 5321 4.5.3.1.1 */
+#define ADDR_LOCAL_MAX	64  /* RFC 5321 4.5.3.1.1 */
 #define ADDR_DOMAIN_MAX 255 /* RFC 5321 4.5.3.1.2 */
 
 struct addr {
-	bool null;                          /* "<>" */
-	char local[ADDR_LOCAL_MAX + 1];     /* as sent, quotes removed */
-	char domain[ADDR_DOMAIN_MAX + 1];   /* lower-cased, no trailing dot */
+	bool null;			  /* "<>" */
+	char local[ADDR_LOCAL_MAX + 1];	  /* as sent, quotes removed */
+	char domain[ADDR_DOMAIN_MAX + 1]; /* lower-cased, no trailing dot */
 };
 
 /* Parses a path at s[0..n). allow_null accepts "<>" (MAIL FROM only);

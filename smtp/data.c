@@ -196,7 +196,8 @@ size_t data_feed(struct data_reader *r, const char *p, size_t n)
 			break;
 		case DATA_DOTCR:
 			if (ch == '\n') {
-				run = p + i + 1; /* the end marker is not kept */
+				run =
+				    p + i + 1; /* the end marker is not kept */
 				r->st = DATA_DONE;
 				break;
 			}

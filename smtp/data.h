@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DATA_LINE_MAX 1000   /* RFC 5321 4.5.3.1.6, CRLF included */
-#define MSGBUF_SPILL (256u << 10) /* bodies above this go to a file */
+#define DATA_LINE_MAX 1000	   /* RFC 5321 4.5.3.1.6, CRLF included */
+#define MSGBUF_SPILL  (256u << 10) /* bodies above this go to a file */
 
 /* A message body: in memory, or (past MSGBUF_SPILL) in an unlinked file in
  * msgbuf_spill_dir. */
@@ -37,18 +37,24 @@ int msgbuf_append(struct msgbuf *b, const char *p, size_t n);
 int msgbuf_copy(const struct msgbuf *b, char *dst);
 void msgbuf_free(struct msgbuf *b);
 
-enum data_state { DATA_BOL, DATA_TEXT, DATA_CR, DATA_DOT, DATA_DOTCR,
-		  DATA_DONE };
+enum data_state {
+	DATA_BOL,
+	DATA_TEXT,
+	DATA_CR,
+	DATA_DOT,
+	DATA_DOTCR,
+	DATA_DONE
+};
 
 /* What was wrong with a body; checked when it ends. */
 #define DATA_ERR_LINE 0x1 /* a line over DATA_LINE_MAX */
 #define DATA_ERR_BARE 0x2 /* bare CR or LF */
 #define DATA_ERR_SIZE 0x4 /* over max_size: the rest was not kept */
-#define DATA_ERR_IO 0x8   /* the spill file failed */
+#define DATA_ERR_IO   0x8 /* the spill file failed */
 
 struct data_reader {
 	enum data_state st;
-	bool dots;         /* DATA: dot-stuffing and end marker; BDAT: none */
+	bool dots;	   /* DATA: dot-stuffing and end marker; BDAT: none */
 	unsigned errors;   /* DATA_ERR_* */
 	size_t line_len;   /* octets of the current line so far */
 	uint64_t max_size; /* body octets kept at most */

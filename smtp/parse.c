@@ -47,7 +47,7 @@ const char *smtp_parse_mail(char *arg, bool esmtp, struct smtp_mail_args *m)
 	 * known only once SMTPUTF8 is seen among the parameters after it. */
 	if (path == NULL ||
 	    addr_parse_path(path, strlen(path), true, true, &m->from, &used) <
-		    0 ||
+		0 ||
 	    (path[used] != '\0' && path[used] != ' '))
 		return "501 5.1.7 Bad sender address syntax";
 	for (param = strtok_r((char *)path + used, " ", &save); param != NULL;
@@ -93,8 +93,8 @@ const char *smtp_parse_rcpt(const char *arg, bool utf8,
 		used++;
 	if (path[used] != '\0')
 		return path[used - 1] == ' '
-			       ? "555 5.5.4 Unsupported RCPT parameter"
-			       : "501 5.1.3 Bad recipient address syntax";
+			   ? "555 5.5.4 Unsupported RCPT parameter"
+			   : "501 5.1.3 Bad recipient address syntax";
 	if (!utf8 && !addr_ascii(a))
 		return "553 5.6.7 Non-ASCII address needs SMTPUTF8";
 	return NULL;

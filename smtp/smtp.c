@@ -33,11 +33,11 @@ enum smtp_state {
 enum smtp_mode { MODE_CMD, MODE_DATA, MODE_BDAT };
 
 struct smtp_tx {
-	char id[24];                   /* for the log, Received: and 250 */
+	char id[24];		       /* for the log, Received: and 250 */
 	char from[STORE_ADDR_MAX + 1]; /* reverse-path, "" for <> */
 	char first_rcpt[STORE_ADDR_MAX + 1];
-	unsigned nrcpt;                /* RCPTs accepted */
-	char **users;                  /* local mailboxes, distinct */
+	unsigned nrcpt; /* RCPTs accepted */
+	char **users;	/* local mailboxes, distinct */
 	unsigned nusers, cap_users;
 	bool utf8;
 	struct msgbuf body;
@@ -45,7 +45,7 @@ struct smtp_tx {
 	uint64_t bdat_left; /* octets of the current chunk still to read */
 	bool bdat_last;
 	const char *bdat_discard; /* the 503 for a chunk out of order */
-	char *header; /* Return-Path + Received, made at the end */
+	char *header;		  /* Return-Path + Received, made at the end */
 	size_t header_len;
 	struct store_job job;
 };
@@ -64,22 +64,22 @@ struct smtp_session {
 /* The command table: adding a verb is adding a row. BDAT is allowed in any
  * state here because smtp_bdat checks the sequence itself: a refused
  * chunk must still be read (RFC 3030 2). */
-#define SMTP_COMMANDS(X)                                                      \
-	X(EHLO, ST_NOT_BDAT, ARG_REQ, smtp_ehlo)                              \
-	X(HELO, ST_NOT_BDAT, ARG_REQ, smtp_helo)                              \
-	X(MAIL, ST_READY, ARG_REQ, smtp_mail)                                 \
-	X(RCPT, ST_MAIL | ST_RCPT, ARG_REQ, smtp_rcpt)                        \
-	X(DATA, ST_RCPT, ARG_NONE, smtp_data)                                 \
-	X(BDAT, ST_ANY, ARG_REQ, smtp_bdat)                                   \
-	X(RSET, ST_ANY, ARG_NONE, smtp_rset)                                  \
-	X(NOOP, ST_ANY, ARG_ANY, smtp_noop)                                   \
-	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                  \
-	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                              \
+#define SMTP_COMMANDS(X)                                                       \
+	X(EHLO, ST_NOT_BDAT, ARG_REQ, smtp_ehlo)                               \
+	X(HELO, ST_NOT_BDAT, ARG_REQ, smtp_helo)                               \
+	X(MAIL, ST_READY, ARG_REQ, smtp_mail)                                  \
+	X(RCPT, ST_MAIL | ST_RCPT, ARG_REQ, smtp_rcpt)                         \
+	X(DATA, ST_RCPT, ARG_NONE, smtp_data)                                  \
+	X(BDAT, ST_ANY, ARG_REQ, smtp_bdat)                                    \
+	X(RSET, ST_ANY, ARG_NONE, smtp_rset)                                   \
+	X(NOOP, ST_ANY, ARG_ANY, smtp_noop)                                    \
+	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                   \
+	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                               \
 	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)
 
 enum smtp_arity { ARG_NONE, ARG_REQ, ARG_ANY };
 
-#define X(verb, states, arity, fn)                                            \
+#define X(verb, states, arity, fn)                                             \
 	static void fn(struct smtp_session *s, char *arg);
 SMTP_COMMANDS(X)
 #undef X
@@ -91,7 +91,7 @@ static const struct smtp_command {
 	void (*proceed)(struct smtp_session *s, char *arg);
 } smtp_commands[] = {
 #define X(verb, states, arity, fn) {#verb, states, arity, fn},
-	SMTP_COMMANDS(X)
+    SMTP_COMMANDS(X)
 #undef X
 };
 
@@ -141,8 +141,7 @@ static void smtp_tx_end(struct smtp_session *s)
 }
 
 /* The 503 for a command given out of order, saying what is missing. */
-static const char *smtp_sequence_reply(struct smtp_session *s,
-				       const char *verb)
+static const char *smtp_sequence_reply(struct smtp_session *s, const char *verb)
 {
 	if (s->state == ST_FRESH)
 		return "503 5.5.1 Error: send HELO/EHLO first";
@@ -271,8 +270,8 @@ static void smtp_tx_add_user(const char *user, void *arg)
 			return; /* two RCPTs, one mailbox: one copy */
 	if (tx->nusers == tx->cap_users) {
 		tx->cap_users = tx->cap_users ? 2 * tx->cap_users : 4;
-		tx->users = xrealloc(tx->users,
-				     tx->cap_users * sizeof *tx->users);
+		tx->users =
+		    xrealloc(tx->users, tx->cap_users * sizeof *tx->users);
 	}
 	tx->users[tx->nusers++] = xstrdup(user);
 }
@@ -290,7 +289,8 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		return;
 	}
 	/* "<postmaster>" means ours: the first configured domain's. */
-	snprintf(pm, sizeof pm, "%.*s", (int)strcspn(s->srv->cfg->domains, ", "),
+	snprintf(pm, sizeof pm, "%.*s",
+		 (int)strcspn(s->srv->cfg->domains, ", "),
 		 s->srv->cfg->domains);
 	err = smtp_parse_rcpt(arg, s->tx->utf8, pm, &a);
 	if (err != NULL) {
@@ -309,9 +309,8 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 			conn_sid(s->c), conn_peer(s->c),
 			log_quote(rcpt, strlen(rcpt)));
 		s->errors++;
-	} else if (r > 0 &&
-		   (r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user,
-					   s->tx)) == -ENOENT) {
+	} else if (r > 0 && (r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user,
+						    s->tx)) == -ENOENT) {
 		conn_printf(s->c,
 			    "550 5.1.1 <%s>: Recipient address rejected: "
 			    "User unknown\r\n",
@@ -392,7 +391,9 @@ static void smtp_tx_header(struct smtp_session *s)
 		     "Received: from %s ([%s])\r\n"
 		     "\tby %s (pillarbox) with %s id %s%s %s\r\n",
 		     tx->from, s->helo, conn_peer(s->c), s->srv->cfg->hostname,
-		     tx->utf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+		     tx->utf8	? "UTF8SMTP"
+		     : s->esmtp ? "ESMTP"
+				: "SMTP",
 		     tx->id, forc, date);
 	if (n < 0)
 		fatal("event=oom");
@@ -429,8 +430,8 @@ static void smtp_store_done(void *arg, int rc)
 		s->srv->accepted++;
 	} else {
 		smtp_reply(s, rc == -ENOSPC
-				      ? "452 4.3.1 Insufficient system storage"
-				      : "451 4.3.0 Local error in processing");
+				  ? "452 4.3.1 Insufficient system storage"
+				  : "451 4.3.0 Local error in processing");
 		s->srv->refused++;
 	}
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "smtp",
@@ -540,7 +541,8 @@ static void smtp_command(struct smtp_session *s, char *line, size_t len)
 	while (*arg == ' ')
 		arg++;
 	for (size_t i = 0; i < sizeof smtp_commands / sizeof *cmd; i++)
-		if (vlen == 4 && strncasecmp(line, smtp_commands[i].verb, 4) == 0)
+		if (vlen == 4 &&
+		    strncasecmp(line, smtp_commands[i].verb, 4) == 0)
 			cmd = &smtp_commands[i];
 	if (cmd == NULL) {
 		smtp_error(s, "500 5.5.1 Command unrecognized");
@@ -633,8 +635,7 @@ static void smtp_free(void *session)
 	free(s);
 }
 
-const struct conn_proto smtp_proto = {"smtp", smtp_open, smtp_event,
-				      smtp_free};
+const struct conn_proto smtp_proto = {"smtp", smtp_open, smtp_event, smtp_free};
 
 void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 		      struct store *st)

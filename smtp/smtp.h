@@ -11,9 +11,8 @@
 #include "core/conn.h"
 #include "store/store.h"
 
-#define SMTP_CMD_MAX 512   /* RFC 5321 4.5.3.1.4, CRLF included */
-#define SMTP_ERRORS_MAX 20 /* bad commands before we hang up */
-
+#define SMTP_CMD_MAX	512 /* RFC 5321 4.5.3.1.4, CRLF included */
+#define SMTP_ERRORS_MAX 20  /* bad commands before we hang up */
 
 struct smtp_server {
 	const struct config *cfg;

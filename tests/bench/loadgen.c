@@ -74,7 +74,7 @@ static struct {
 	uint64_t bytes;
 	int active, launched, pending, greeted, failed, dropped;
 	int stopping, ready;
-	int logged_in;   /* pop3: sessions past login, waiting to retrieve */
+	int logged_in;	 /* pop3: sessions past login, waiting to retrieve */
 	uint64_t t_retr; /* pop3: when retrieval began (all logged in) */
 	conn **conns;
 	uv_loop_t *loop;

@@ -33,7 +33,8 @@ static void test_emit_in_order(void **state)
 	event_subscribe(note, "a");
 	event_subscribe(note, "b");
 	event_emit(&ev);
-	assert_string_equal(seen, "a:pop3:alice@localhost;b:pop3:alice@localhost;");
+	assert_string_equal(seen,
+			    "a:pop3:alice@localhost;b:pop3:alice@localhost;");
 	event_reset();
 	seen[0] = '\0';
 	event_emit(&ev);
@@ -43,7 +44,7 @@ static void test_emit_in_order(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_emit_in_order),
+	    cmocka_unit_test(test_emit_in_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
