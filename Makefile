@@ -6,7 +6,7 @@ PKGS     = libuv lmdb inih libcrypt
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lresolv
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-CORE  = core/log.c core/config.c core/conn.c core/auth.c core/event.c
+CORE  = core/log.c core/config.c core/conn.c core/auth.c core/event.c core/cmd.c
 STORE = store/store.c store/commit.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
@@ -14,7 +14,7 @@ SRC   = $(CORE) $(STORE) $(SMTP) $(POP3)
 MAIN  = core/main.c
 HDRS  = $(wildcard core/*.h store/*.h smtp/*.h pop3/*.h)
 
-UNIT  = test_addr test_data test_conn test_event test_store test_smtp_parse test_pop3_parse
+UNIT  = test_addr test_cmd test_data test_conn test_event test_store test_smtp_parse test_pop3_parse
 
 all: build/pillarbox
 asan: build/asan/pillarbox

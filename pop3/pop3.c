@@ -14,6 +14,7 @@
 
 #include "core/auth.h"
 #include "core/event.h"
+#include "core/cmd.h"
 #include "core/log.h"
 #include "pop3/parse.h"
 
@@ -62,20 +63,19 @@ struct pop3_session {
 	X(RSET, P_TRANS, ARG_NONE, pop3_rset)                                  \
 	X(NOOP, P_TRANS, ARG_NONE, pop3_noop)
 
-enum pop3_arity { ARG_NONE, ARG_REQ, ARG_ANY };
-
 #define X(verb, states, arity, fn)                                             \
 	static void fn(struct pop3_session *s, char *arg);
 POP3_COMMANDS(X)
 #undef X
 
-static const struct pop3_command {
-	const char *verb;
-	unsigned states;
-	enum pop3_arity arity;
-	void (*proceed)(struct pop3_session *s, char *arg);
-} pop3_commands[] = {
-#define X(verb, states, arity, fn) {#verb, states, arity, fn},
+static const struct cmd_spec pop3_specs[] = {
+#define X(verb, states, arity, fn) {#verb, states, CMD_##arity},
+    POP3_COMMANDS(X)
+#undef X
+};
+
+static void (*const pop3_proceed[])(struct pop3_session *s, char *arg) = {
+#define X(verb, states, arity, fn) fn,
     POP3_COMMANDS(X)
 #undef X
 };
@@ -632,9 +632,8 @@ static void pop3_quit(struct pop3_session *s, char *arg)
 
 static void pop3_command(struct pop3_session *s, char *line, size_t len)
 {
-	const struct pop3_command *cmd = NULL;
-	size_t vlen = strcspn(line, " ");
-	char *arg = line + vlen;
+	size_t i = 0;
+	char *arg;
 
 	if (strlen(line) != len) {
 		pop3_error(s, "-ERR NUL character in command.");
@@ -649,29 +648,24 @@ static void pop3_command(struct pop3_session *s, char *line, size_t len)
 		pop3_error(s, "-ERR Line too long.");
 		return;
 	}
-	if (*arg == ' ')
-		arg++;
-	for (size_t i = 0; i < sizeof pop3_commands / sizeof *cmd; i++)
-		if (strlen(pop3_commands[i].verb) == vlen &&
-		    strncasecmp(line, pop3_commands[i].verb, vlen) == 0)
-			cmd = &pop3_commands[i];
-	if (cmd == NULL) {
+	switch (cmd_parse(pop3_specs, sizeof pop3_specs / sizeof *pop3_specs,
+			  s->state, line, &i, &arg)) {
+	case CMD_UNKNOWN:
 		pop3_error(s, "-ERR Unknown command.");
-		return;
-	}
-	if (!(cmd->states & s->state)) {
+		break;
+	case CMD_BAD_STATE:
 		pop3_error(s, "-ERR Command not valid in this state.");
-		return;
-	}
-	if (cmd->arity == ARG_REQ && *arg == '\0') {
+		break;
+	case CMD_NO_ARG:
 		pop3_error(s, "-ERR Missing argument.");
-		return;
-	}
-	if (cmd->arity == ARG_NONE && *arg != '\0') {
+		break;
+	case CMD_EXTRA_ARG:
 		pop3_error(s, "-ERR Too many arguments.");
-		return;
+		break;
+	case CMD_OK:
+		pop3_proceed[i](s, arg);
+		break;
 	}
-	cmd->proceed(s, arg);
 }
 
 static void pop3_input(struct pop3_session *s)

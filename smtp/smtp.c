@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/cmd.h"
 #include "core/log.h"
 #include "smtp/addr.h"
 #include "smtp/data.h"
@@ -77,20 +78,19 @@ struct smtp_session {
 	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                               \
 	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)
 
-enum smtp_arity { ARG_NONE, ARG_REQ, ARG_ANY };
-
 #define X(verb, states, arity, fn)                                             \
 	static void fn(struct smtp_session *s, char *arg);
 SMTP_COMMANDS(X)
 #undef X
 
-static const struct smtp_command {
-	const char *verb;
-	unsigned states;
-	enum smtp_arity arity;
-	void (*proceed)(struct smtp_session *s, char *arg);
-} smtp_commands[] = {
-#define X(verb, states, arity, fn) {#verb, states, arity, fn},
+static const struct cmd_spec smtp_specs[] = {
+#define X(verb, states, arity, fn) {#verb, states, CMD_##arity},
+    SMTP_COMMANDS(X)
+#undef X
+};
+
+static void (*const smtp_proceed[])(struct smtp_session *s, char *arg) = {
+#define X(verb, states, arity, fn) fn,
     SMTP_COMMANDS(X)
 #undef X
 };
@@ -530,37 +530,31 @@ static bool smtp_body_input(struct smtp_session *s)
 
 static void smtp_command(struct smtp_session *s, char *line, size_t len)
 {
-	const struct smtp_command *cmd = NULL;
-	size_t vlen = strcspn(line, " ");
-	char *arg = line + vlen;
+	size_t i = 0;
+	char *arg;
 
 	if (strlen(line) != len) {
 		smtp_error(s, "500 5.5.2 Error: NUL character in command");
 		return;
 	}
-	while (*arg == ' ')
-		arg++;
-	for (size_t i = 0; i < sizeof smtp_commands / sizeof *cmd; i++)
-		if (vlen == 4 &&
-		    strncasecmp(line, smtp_commands[i].verb, 4) == 0)
-			cmd = &smtp_commands[i];
-	if (cmd == NULL) {
+	switch (cmd_parse(smtp_specs, sizeof smtp_specs / sizeof *smtp_specs,
+			  s->state, line, &i, &arg)) {
+	case CMD_UNKNOWN:
 		smtp_error(s, "500 5.5.1 Command unrecognized");
-		return;
-	}
-	if (!(cmd->states & s->state)) {
-		smtp_error(s, smtp_sequence_reply(s, cmd->verb));
-		return;
-	}
-	if (cmd->arity == ARG_NONE && *arg != '\0') {
-		smtp_error(s, "501 5.5.4 Syntax error: no arguments allowed");
-		return;
-	}
-	if (cmd->arity == ARG_REQ && *arg == '\0') {
+		break;
+	case CMD_BAD_STATE:
+		smtp_error(s, smtp_sequence_reply(s, smtp_specs[i].verb));
+		break;
+	case CMD_NO_ARG:
 		smtp_error(s, "501 5.5.4 Syntax error: argument required");
-		return;
+		break;
+	case CMD_EXTRA_ARG:
+		smtp_error(s, "501 5.5.4 Syntax error: no arguments allowed");
+		break;
+	case CMD_OK:
+		smtp_proceed[i](s, arg);
+		break;
 	}
-	cmd->proceed(s, arg);
 }
 
 static void smtp_input(struct smtp_session *s)
