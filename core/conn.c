@@ -747,7 +747,10 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 		next = c->next;
 		if (c->closing)
 			continue;
-		conn_dispatch(c, CONN_SHUTDOWN);
+		/* A paused connection awaits a reply (a 250 after its commit):
+		 * no farewell may come before it, so it just closes after. */
+		if (!c->paused)
+			conn_dispatch(c, CONN_SHUTDOWN);
 		conn_close(c);
 	}
 	/* Connections still closing report their end through done. */

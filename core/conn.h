@@ -45,7 +45,8 @@ struct conn;
 enum conn_event {
 	CONN_DATAIN,   /* input is buffered: read it with conn_getline/peek */
 	CONN_TIMEOUT,  /* idle too long: write a farewell and conn_close() */
-	CONN_SHUTDOWN, /* the server stops: write a farewell, conn_close() */
+	CONN_SHUTDOWN, /* the server stops: write a farewell (not sent to a
+			* paused connection, whose reply is still due) */
 };
 
 struct conn_proto {

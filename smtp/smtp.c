@@ -388,9 +388,12 @@ static void smtp_tx_header(struct smtp_session *s)
 		strcpy(forc, ";");
 	n = asprintf(&tx->header,
 		     "Return-Path: <%s>\r\n"
-		     "Received: from %s ([%s])\r\n"
+		     "Received: from %s ([%s%s])\r\n"
 		     "\tby %s (pillarbox) with %s id %s%s %s\r\n",
-		     tx->from, s->helo, conn_peer(s->c), s->srv->cfg->hostname,
+		     tx->from, s->helo,
+		     /* RFC 5321 4.1.3: an IPv6 literal is tagged */
+		     strchr(conn_peer(s->c), ':') ? "IPv6:" : "",
+		     conn_peer(s->c), s->srv->cfg->hostname,
 		     tx->utf8	? "UTF8SMTP"
 		     : s->esmtp ? "ESMTP"
 				: "SMTP",
