@@ -516,7 +516,12 @@ int store_msg_put(struct store_txn *t, size_t len, uint64_t *id, void **dst)
 	uint64_t next = 1;
 	int rc;
 
-	/* Ids are never shown to anyone, so 1 + the largest one will do. */
+	/* Ids are never reused: a POP3 session's snapshot may name a message
+	 * that is deleted meanwhile (user del), and must not then find
+	 * another one under its id. The counter lives in meta; a store that
+	 * predates it starts after the largest id. */
+	MDB_val mk = {7, "next_id"};
+	unsigned char nb[8];
 	if ((rc = store_err(
 		 t, mdb_cursor_open(t->txn, t->st->dbi[DB_MESSAGES], &c))) < 0)
 		goto fail;
@@ -526,6 +531,15 @@ int store_msg_put(struct store_txn *t, size_t len, uint64_t *id, void **dst)
 	else if (rc == 0)
 		rc = MDB_CORRUPTED;
 	if ((rc = store_err(t, rc == MDB_NOTFOUND ? 0 : rc)) < 0)
+		goto fail;
+	if ((rc = get(t, DB_META, &mk, &v)) == 0 && v.mv_size == 8 &&
+	    get_u64(v.mv_data) > next)
+		next = get_u64(v.mv_data);
+	else if (rc < 0 && rc != -ENOENT)
+		goto fail;
+	put_u64(nb, next + 1);
+	v = (MDB_val){8, nb};
+	if ((rc = put(t, DB_META, &mk, &v, 0)) < 0)
 		goto fail;
 	put_u64(kb, next);
 	k = (MDB_val){8, kb};

@@ -495,6 +495,35 @@ static void test_uids(void **state)
 	store_txn_abort(t);
 }
 
+/* Message ids are never reused, even once the newest message is gone: a
+ * POP3 snapshot holding an old id must not find another message there. */
+static void test_msg_ids(void **state)
+{
+	struct fx *fx = *state;
+	const char *alice[] = {"alice@x.test"};
+	struct store_txn *t;
+	uint64_t a, b, c;
+	uint32_t uid;
+
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	populate(fx->st);
+	a = deliver(fx->st, "one", alice, 1, &uid);
+	b = deliver(fx->st, "two", alice, 1, &uid);
+	assert_true(b > a);
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	c = deliver(fx->st, "three", alice, 1, &uid);
+	assert_true(c > b);
+	/* The same after a reopen: the counter is in the store. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	store_close(fx->st);
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	assert_true(deliver(fx->st, "four", alice, 1, &uid) > c);
+}
+
 static int collect_queue(const struct store_queue_entry *e, void *arg)
 {
 	char *out = arg;
@@ -906,6 +935,7 @@ int main(void)
 	    T(test_alias_loops_depth),
 	    T(test_refcount),
 	    T(test_uids),
+	    T(test_msg_ids),
 	    T(test_queue_list),
 	    T(test_group_commit),
 	    T(test_failing_job),
