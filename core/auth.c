@@ -3,6 +3,7 @@
 #include "core/auth.h"
 
 #include <crypt.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +40,8 @@ int auth_init(void)
 
 struct auth_work {
 	uv_work_t req;
-	bool ok, known;
-	void (*cb)(void *arg, bool ok);
+	bool ok, known, temp;
+	void (*cb)(void *arg, enum auth_result r);
 	void *arg;
 	char hash[STORE_HASH_MAX + 1];
 	char pass[AUTH_PASS_MAX + 1];
@@ -65,23 +66,31 @@ static void auth_after(uv_work_t *req, int status)
 	struct auth_work *w = req->data;
 
 	(void)status;
-	w->cb(w->arg, w->ok);
+	w->cb(w->arg, w->temp ? AUTH_TEMP : w->ok ? AUTH_OK : AUTH_FAIL);
 	explicit_bzero(w, sizeof *w);
 	free(w);
 }
 
 void auth_check(uv_loop_t *loop, struct store *st, const char *user,
-		const char *pass, void (*cb)(void *arg, bool ok), void *arg)
+		const char *pass, void (*cb)(void *arg, enum auth_result r),
+		void *arg)
 {
 	struct auth_work *w = xcalloc(1, sizeof *w);
 	struct store_txn *txn = NULL;
 	struct store_user u;
+	int r;
 
 	w->cb = cb;
 	w->arg = arg;
 	w->req.data = w;
-	if (store_txn_begin(st, false, &txn) == 0 &&
-	    store_user_get(txn, user, &u) == 0 && u.hash[0] == '$') {
+	r = store_txn_begin(st, false, &txn);
+	if (r == 0)
+		r = store_user_get(txn, user, &u);
+	/* A store that cannot be read is no reason to call a password wrong
+	 * (nor to count it toward the throttle). The hash still runs, so the
+	 * answer takes the usual time. */
+	w->temp = r < 0 && r != -ENOENT && r != -EINVAL;
+	if (r == 0 && u.hash[0] == '$') {
 		strcpy(w->hash, u.hash);
 		w->known = true;
 	} else {

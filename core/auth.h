@@ -26,11 +26,18 @@ int auth_hash(const char *pass, char *out, size_t n);
  * wrong user costs the same time as a wrong password. Call once. */
 int auth_init(void);
 
-/* Checks user's password on the thread pool; cb(arg, ok) runs on the loop.
- * The user's hash is read from st now; user and pass are copied (the copy of
- * pass is wiped after use). */
+enum auth_result {
+	AUTH_OK,
+	AUTH_FAIL, /* wrong password or unknown user: the same to the client */
+	AUTH_TEMP, /* the store could not be read now: try again later */
+};
+
+/* Checks user's password on the thread pool; cb(arg, result) runs on the
+ * loop. The user's hash is read from st now; user and pass are copied (the
+ * copy of pass is wiped after use). */
 void auth_check(uv_loop_t *loop, struct store *st, const char *user,
-		const char *pass, void (*cb)(void *arg, bool ok), void *arg);
+		const char *pass, void (*cb)(void *arg, enum auth_result r),
+		void *arg);
 
 /* Failed-login throttling per client address (IPv6: per /64). */
 bool auth_throttled(const struct sockaddr *peer);

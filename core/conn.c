@@ -74,7 +74,8 @@ struct conn {
 
 static struct listener *listeners;
 static struct conn *conns;
-static size_t nconns;
+static size_t nconns; /* open connections */
+static size_t nalloc; /* connections whose memory is not yet freed */
 static void (*all_closed)(void *arg); /* set by conn_shutdown */
 static void *all_closed_arg;
 static char shared_buf[CONN_READ_BUF];
@@ -134,6 +135,13 @@ static void on_handle_closed(uv_handle_t *h)
 	struct conn *c = h->data;
 
 	if (--c->handles == 0) {
+		/* Its pending writes were cancelled by now, and their
+		 * callbacks ran: no read of the store is held for it. */
+		if (--nalloc == 0 && all_closed != NULL) {
+			void (*done)(void *) = all_closed;
+			all_closed = NULL; /* once */
+			done(all_closed_arg);
+		}
 		free(c->in);
 		free(c->out);
 		free(c->segs);
@@ -164,11 +172,6 @@ static void conn_finish_close(struct conn *c)
 	nconns--;
 	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-	if (nconns == 0 && all_closed != NULL) {
-		void (*done)(void *) = all_closed;
-		all_closed = NULL; /* once */
-		done(all_closed_arg);
-	}
 }
 
 static void on_timer(uv_timer_t *t)
@@ -244,6 +247,8 @@ static void on_write(uv_write_t *req, int status)
 	free(w->out);
 	free(w);
 	c->busy = c->tcp.write_queue_size != 0;
+	if (status == 0 && !c->paused && !c->closing)
+		uv_timer_again(&c->timer); /* output progressed */
 	if (status < 0 && !c->closing) {
 		log_msg(LOG_INFO, c->lis->opts.proto->name,
 			"sid=%s event=write-error error=%s", c->sid,
@@ -580,7 +585,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		conn_close(c);
 		return;
 	}
-	if (!c->paused) /* a pause stops the idle clock: we are the slow one */
+	/* The idle clock restarts on input, unless we are the slow one (a
+	 * pause) or output is waiting: then only its progress counts, so a
+	 * client that trickles bytes but never reads still times out (and
+	 * releases what its pending output holds, such as map reads). */
+	if (!c->paused && !c->busy)
 		uv_timer_again(&c->timer);
 	conn_feed(c, buf->base, (size_t)nread);
 }
@@ -627,6 +636,7 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	c = xcalloc(1, sizeof *c);
+	nalloc++;
 	c->lis = l;
 	l->nconns++;
 	uv_tcp_init(server->loop, &c->tcp);
@@ -754,7 +764,7 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 		conn_close(c);
 	}
 	/* Connections still closing report their end through done. */
-	if (nconns == 0)
+	if (nalloc == 0)
 		done(arg);
 	else
 		all_closed = done, all_closed_arg = arg;

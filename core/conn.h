@@ -73,7 +73,8 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts);
 
 /* Closes every listener and sends CONN_SHUTDOWN to every connection, which
  * closes once its pending operation has finished and its output drained
- * (CONN_CLOSE_GRACE at most). done(arg) runs when the last one has. */
+ * (CONN_CLOSE_GRACE at most). done(arg) runs when the last one is gone,
+ * its pending writes' callbacks run. */
 void conn_shutdown(void (*done)(void *arg), void *arg);
 
 /* Number of open connections (all listeners). */

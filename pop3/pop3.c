@@ -42,6 +42,7 @@ struct pop3_session {
 	uv_timer_t *delay;	/* login_delay after a failure; RETR retry */
 	struct pop3_msg *retry; /* a RETR/TOP waiting for the store */
 	long retry_lines;
+	unsigned retries;
 	struct pop3_msg *msgs;
 	unsigned nmsgs;
 	struct store_job job;
@@ -206,13 +207,17 @@ static void pop3_delay_done(uv_timer_t *t)
 	pop3_auth_failed(t->data);
 }
 
-static void pop3_auth_done(void *arg, bool ok)
+static void pop3_auth_done(void *arg, enum auth_result r)
 {
 	struct pop3_session *s = arg;
 	unsigned delay = s->srv->cfg->login_delay;
 
-	if (ok) {
-		pop3_login_ok(s);
+	if (r != AUTH_FAIL) {
+		if (r == AUTH_OK)
+			pop3_login_ok(s);
+		else
+			pop3_reply(s, "-ERR [SYS/TEMP] Cannot check the "
+				      "password now, try again.");
 		conn_resume(s->c);
 		return;
 	}
@@ -496,10 +501,13 @@ static void pop3_retry(uv_timer_t *t)
 	struct store_txn *txn;
 	int r = store_txn_begin(s->srv->st, false, &txn);
 
-	if (r == -EAGAIN) {
+	/* Bounded: this session's own sends still in flight may be what the
+	 * resize waits for, so after a while it answers and moves on. */
+	if (r == -EAGAIN && ++s->retries < POP3_RETRY_MAX) {
 		uv_timer_start(t, pop3_retry, POP3_RETRY_MS, 0);
 		return;
 	}
+	s->retries = 0;
 	if (r < 0)
 		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
 	else
@@ -589,7 +597,8 @@ static int pop3_update_run(struct store_txn *txn, void *arg)
 
 	for (unsigned i = 0; r == 0 && i < s->nmsgs; i++)
 		if (s->msgs[i].deleted) {
-			r = store_mailbox_del(txn, s->user, s->msgs[i].uid);
+			r = store_mailbox_del(txn, s->user, s->msgs[i].uid,
+					      s->msgs[i].id);
 			if (r == -ENOENT) /* gone already (user del) */
 				r = 0;
 		}

@@ -12,7 +12,8 @@
 #define POP3_CMD_MAX	255  /* RFC 2449 4: commands up to 255 octets */
 #define POP3_AUTH_MAX	1024 /* an AUTH PLAIN line: two names + password */
 #define POP3_ERRORS_MAX 20   /* bad commands before we hang up */
-#define POP3_RETRY_MS	5    /* wait while the store's map is resized */
+#define POP3_RETRY_MS	5    /* wait while the store's map is resized, */
+#define POP3_RETRY_MAX	200  /* ... a second at most, then -ERR [SYS/TEMP] */
 
 struct pop3_lock;
 

@@ -255,7 +255,12 @@ static void smtp_mail(struct smtp_session *s, char *arg)
 	msgbuf_init(&s->tx->body);
 	snprintf(s->tx->id, sizeof s->tx->id, "%s%04x", conn_sid(s->c),
 		 s->ntx++ & 0xffff);
-	addr_format(&m.from, s->tx->from, sizeof s->tx->from);
+	if (addr_format(&m.from, s->tx->from, sizeof s->tx->from) < 0) {
+		/* Re-quoted, it no longer fits a path (RFC 5321 4.5.3.1.3). */
+		smtp_tx_end(s);
+		smtp_error(s, "501 5.1.7 Bad sender address syntax");
+		return;
+	}
 	s->tx->utf8 = m.utf8;
 	s->state = ST_MAIL;
 	smtp_reply(s, "250 2.1.0 Ok");
@@ -297,38 +302,45 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		smtp_error(s, err);
 		return;
 	}
-	addr_format(&a, rcpt, sizeof rcpt);
+	if (addr_format(&a, rcpt, sizeof rcpt) < 0) {
+		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
+		return;
+	}
 	r = store_txn_begin(s->srv->st, false, &txn);
 	if (r == 0)
 		r = store_domain_exists(txn, a.domain);
-	if (r == 0) {
-		conn_printf(s->c, "554 5.7.1 <%s>: Relay access denied\r\n",
-			    rcpt);
-		log_msg(LOG_INFO, "smtp",
-			"sid=%s event=reject ip=%s to=%s reason=relay",
-			conn_sid(s->c), conn_peer(s->c),
-			log_quote(rcpt, strlen(rcpt)));
-		s->errors++;
-	} else if (r > 0 && (r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user,
-						    s->tx)) == -ENOENT) {
-		conn_printf(s->c,
-			    "550 5.1.1 <%s>: Recipient address rejected: "
-			    "User unknown\r\n",
-			    rcpt);
-		log_msg(LOG_INFO, "smtp",
-			"sid=%s event=reject ip=%s to=%s reason=unknown-user",
-			conn_sid(s->c), conn_peer(s->c),
-			log_quote(rcpt, strlen(rcpt)));
-		s->errors++;
-	} else if (r < 0) {
-		smtp_reply(s, "451 4.3.0 Temporary lookup failure");
-	} else {
+	if (r > 0) {
+		unsigned before = s->tx->nusers;
+		r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user, s->tx);
+		while (r < 0 && s->tx->nusers > before) /* none half-added */
+			free(s->tx->users[--s->tx->nusers]);
+		r = r == -ENOENT ? -ENOENT : r < 0 ? r : 1;
+	}
+	store_txn_abort(txn);
+	if (r == 1) {
 		if (s->tx->nrcpt++ == 0)
 			strcpy(s->tx->first_rcpt, rcpt);
 		s->state = ST_RCPT;
 		smtp_reply(s, "250 2.1.5 Ok");
+	} else if (r == 0 || r == -ENOENT) {
+		/* Both count as errors: address harvesting ends at the
+		 * limit like any other abuse. */
+		char line[STORE_ADDR_MAX + 64];
+		snprintf(line, sizeof line,
+			 r == 0 ? "554 5.7.1 <%s>: Relay access denied"
+				: "550 5.1.1 <%s>: Recipient address rejected: "
+				  "User unknown",
+			 rcpt);
+		log_msg(LOG_INFO, "smtp",
+			"sid=%s event=reject ip=%s to=%s "
+			"reason=%s",
+			conn_sid(s->c), conn_peer(s->c),
+			log_quote(rcpt, strlen(rcpt)),
+			r == 0 ? "relay" : "unknown-user");
+		smtp_error(s, line);
+	} else {
+		smtp_reply(s, "451 4.3.0 Temporary lookup failure");
 	}
-	store_txn_abort(txn);
 }
 
 /* --- DATA, BDAT, and the commit ----------------------------------------- */
@@ -452,9 +464,12 @@ static void smtp_store_done(void *arg, int rc)
 static void smtp_message_end(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	unsigned err = tx->rd.errors;
 	const char *reply = NULL;
+	unsigned err;
 
+	if (!tx->rd.dots && tx->rd.st == DATA_CR)
+		tx->rd.errors |= DATA_ERR_BARE; /* a chunk ended in a lone CR */
+	err = tx->rd.errors;
 	if (tx->bdat_discard)
 		reply = tx->bdat_discard;
 	else if (err & DATA_ERR_SIZE)

@@ -646,6 +646,13 @@ int store_user_add(struct store_txn *t, const char *addr, const char *hash)
 		return -EINVAL;
 	if ((rc = name_check(t, &a, addr)) < 0)
 		return rc;
+	/* UIDs must not repeat even for an address deleted and added again
+	 * (RFC 1939 7): a mailbox never holds more messages than were ever
+	 * stored, so starting at the message counter is always past them. */
+	MDB_val mk = {7, "next_id"}, v;
+	if (get(t, DB_META, &mk, &v) == 0 && v.mv_size == 8 &&
+	    get_u64(v.mv_data) < UINT32_MAX)
+		u.next_uid = (uint32_t)get_u64(v.mv_data);
 	strcpy(u.hash, hash);
 	return user_put(t, &a, &u, MDB_NOOVERWRITE);
 }
@@ -664,7 +671,7 @@ int store_user_del(struct store_txn *t, const char *addr)
 
 	/* Empty the mailbox first: each entry drops its message reference. */
 	while ((rc = store_mailbox_list(t, addr, mail_first, &uid)) == 1)
-		if ((rc = store_mailbox_del(t, addr, uid)) < 0)
+		if ((rc = store_mailbox_del(t, addr, uid, 0)) < 0)
 			return rc;
 	if (rc == 0)
 		rc = KEY(&a, addr, true);
@@ -878,7 +885,8 @@ int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
 	return user_put(t, &a, &u, 0);
 }
 
-int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid)
+int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
+		      uint64_t id)
 {
 	unsigned char kb[STORE_ADDR_MAX + 5];
 	struct key a;
@@ -892,7 +900,9 @@ int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid)
 		return rc;
 	if (v.mv_size != 16)
 		return store_err(t, MDB_CORRUPTED);
-	uint64_t id = get_u64(v.mv_data);
+	if (id != 0 && get_u64(v.mv_data) != id)
+		return -ENOENT; /* the entry is another message now */
+	id = get_u64(v.mv_data);
 	return (rc = del(t, DB_MAILBOX, &k)) < 0 ? rc : ref_change(t, id, -1);
 }
 

@@ -160,9 +160,11 @@ struct store_mail {
  * in *uid when not NULL) and adds one reference to the message. */
 int store_mailbox_add(struct store_txn *txn, const char *user, uint64_t id,
 		      uint32_t *uid);
-/* Removes entry uid; drops the reference and deletes the message body when
- * it was the last one. -ENOENT if absent. */
-int store_mailbox_del(struct store_txn *txn, const char *user, uint32_t uid);
+/* Removes entry uid, if it still holds message id (0: whatever it holds);
+ * drops the reference and deletes the message body when it was the last
+ * one. -ENOENT if absent. */
+int store_mailbox_del(struct store_txn *txn, const char *user, uint32_t uid,
+		      uint64_t id);
 /* Calls fn per entry in uid order (see store_domain_list). */
 int store_mailbox_list(struct store_txn *txn, const char *user,
 		       int (*fn)(const struct store_mail *m, void *arg),

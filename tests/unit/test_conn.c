@@ -807,14 +807,16 @@ static void shutdown_paused_client(void *arg)
 	close(fd);
 }
 
-/* conn_shutdown() while a connection waits on its operation: the close
- * waits for the resume; input behind the pause is not taken. */
+/* conn_shutdown() while a connection waits on its operation: no farewell
+ * may come before the reply still due (an SMTP 250 after its commit), so
+ * none is sent; the close waits for the resume; input behind the pause is
+ * not taken. */
 static void test_shutdown_paused(void **state)
 {
 	(void)state;
 	run_server(30, 0, shutdown_paused_client, NULL);
-	assert_int_equal(stats.shutdowns, 1);
-	assert_string_equal(res.got[0].p, "SHUTDOWN\r\nRESUMED\r\n");
+	assert_int_equal(stats.shutdowns, 0);
+	assert_string_equal(res.got[0].p, "RESUMED\r\n");
 }
 
 static void quit_client(void *arg)

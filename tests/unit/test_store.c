@@ -411,8 +411,8 @@ static void test_refcount(void **state)
 
 	for (int i = 0; i < 3; i++) {
 		t = wtxn(fx->st);
-		assert_int_equal(store_mailbox_del(t, users[i], 1), 0);
-		assert_int_equal(store_mailbox_del(t, users[i], 1), -ENOENT);
+		assert_int_equal(store_mailbox_del(t, users[i], 1, 0), 0);
+		assert_int_equal(store_mailbox_del(t, users[i], 1, 0), -ENOENT);
 		assert_int_equal(store_txn_commit(t), 0);
 		assert_int_equal(msg_count(fx->st), i < 2 ? 1 : 0);
 	}
@@ -462,14 +462,14 @@ static void test_uids(void **state)
 		assert_int_equal(uid, i);
 	}
 	t = wtxn(fx->st);
-	assert_int_equal(store_mailbox_del(t, "alice@x.test", 3), 0);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", 3, 0), 0);
 	assert_int_equal(store_txn_commit(t), 0);
 	deliver(fx->st, "defg", alice, 1, &uid);
 	assert_int_equal(uid, 4); /* 3 is never handed out again */
 
 	t = wtxn(fx->st);
 	for (uint32_t i = 1; i <= 4; i++)
-		assert_int_equal(store_mailbox_del(t, "alice@x.test", i),
+		assert_int_equal(store_mailbox_del(t, "alice@x.test", i, 0),
 				 i == 3 ? -ENOENT : 0);
 	assert_int_equal(store_txn_commit(t), 0);
 	assert_int_equal(msg_count(fx->st), 0);
@@ -511,17 +511,34 @@ static void test_msg_ids(void **state)
 	b = deliver(fx->st, "two", alice, 1, &uid);
 	assert_true(b > a);
 	t = wtxn(fx->st);
-	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid), 0);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid, 0), 0);
 	assert_int_equal(store_txn_commit(t), 0);
 	c = deliver(fx->st, "three", alice, 1, &uid);
 	assert_true(c > b);
 	/* The same after a reopen: the counter is in the store. */
 	t = wtxn(fx->st);
-	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid), 0);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid, 0), 0);
 	assert_int_equal(store_txn_commit(t), 0);
 	store_close(fx->st);
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	assert_true(deliver(fx->st, "four", alice, 1, &uid) > c);
+
+	/* Deleting by uid checks the message is still the one meant. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid, c), -ENOENT);
+	store_txn_abort(t);
+
+	/* An address deleted and added again never sees an old uid again
+	 * (RFC 1939 7: a client may remember them). */
+	t = wtxn(fx->st);
+	assert_int_equal(store_user_del(t, "alice@x.test"), 0);
+	assert_int_equal(store_user_add(t, "alice@x.test", "$y$a"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	{
+		uint32_t old = uid;
+		deliver(fx->st, "five", alice, 1, &uid);
+		assert_true(uid > old);
+	}
 }
 
 static int collect_queue(const struct store_queue_entry *e, void *arg)
