@@ -316,6 +316,31 @@ def test_bdat_0_last(server):
     check_bdat_stored(server, 2)
 
 
+def test_bdat_bare_cr_refused(server):
+    """BDAT content follows the same line rules as DATA: a bare CR (also
+    one that ends the last chunk) or bare LF refuses the message whole."""
+    for body in (b"Subject: x\r\n\r\nab\r", b"Subject: x\r\n\r\na\rb\r\n",
+                 b"Subject: x\r\n\r\na\nb\r\n"):
+        with SMTPConn(server) as c:
+            c.begin(["alice@localhost"])
+            c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+            expect(c.reply(), "500 5.5.2", "500 5.5.2 Bare CR or LF in message")
+            expect(c.cmd("NOOP"), "250")
+    assert pop3_stat(server)[0] == 0
+
+
+def test_bdat_without_final_crlf_is_completed(server):
+    """A BDAT message need not end in CRLF; the stored one does, so POP3
+    sizes and the final "." come out right."""
+    body = b"Subject: x\r\n\r\nno newline at the end"
+    with SMTPConn(server) as c:
+        c.begin(["alice@localhost"])
+        c.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        expect_stored(c.reply())
+    (msg,) = pop3_messages(server)
+    assert stored_body(msg) == body + b"\r\n"
+
+
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="no swaks")
 def test_swaks_delivers(server):
     host, port = server.addr("smtp")
@@ -1040,3 +1065,17 @@ def test_store_full(make_server):
         c.ehlo()
         expect(c.cmd("NOOP"), "250", OK)
     assert_empty(s, "bob@localhost")
+
+
+def test_rcpt_harvesting_ends_at_error_limit(server):
+    """Unknown recipients count as errors: probing for addresses ends at
+    the limit like any other abuse, and nothing was stored."""
+    with SMTPConn(server) as c:
+        c.begin([], ehlo=True)
+        for i in range(19):
+            expect(c.cmd("RCPT TO:<guess%d@localhost>" % i), "550 5.1.1")
+        c.send(b"RCPT TO:<guess19@localhost>\r\n")
+        expect(c.reply(), "550 5.1.1")
+        expect(c.reply(), "421 4.7.0")
+        assert c.eof()
+    assert pop3_stat(server)[0] == 0
