@@ -2,6 +2,7 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,27 @@
 #include <unistd.h>
 
 static enum log_level log_level = LOG_INFO;
+
+/* The loop thread collects its lines and writes them once per loop
+ * iteration (log_flush from a prepare handle): at thousands of messages a
+ * second, a system call per line is a cost worth saving. Other threads, and
+ * the loop thread outside the loop, write at once. */
+static _Thread_local bool buffered;
+static char lbuf[16384];
+static size_t llen;
+
+void log_buffer(bool on)
+{
+	log_flush();
+	buffered = on;
+}
+
+void log_flush(void)
+{
+	if (llen > 0 && write(STDERR_FILENO, lbuf, llen) < 0)
+		llen = 0;
+	llen = 0;
+}
 
 void log_set_level(enum log_level lvl)
 {
@@ -37,6 +59,13 @@ static void log_vmsg(enum log_level lvl, const char *area, const char *fmt,
 		n += (size_t)r < sizeof line - n - 1 ? (size_t)r
 						     : sizeof line - n - 2;
 	line[n++] = '\n';
+	if (buffered) {
+		if (llen + n > sizeof lbuf)
+			log_flush();
+		memcpy(lbuf + llen, line, n);
+		llen += n;
+		return;
+	}
 	/* One write per line so lines from threads never interleave. */
 	if (write(STDERR_FILENO, line, n) < 0)
 		return;
@@ -81,6 +110,9 @@ noreturn void fatal(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (buffered)
+		log_flush();
+	buffered = false;
 	va_start(ap, fmt);
 	log_vmsg(LOG_ERROR, "fatal", fmt, ap);
 	va_end(ap);

@@ -11,6 +11,7 @@
 #ifndef PILLARBOX_LOG_H
 #define PILLARBOX_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdnoreturn.h>
 
@@ -19,9 +20,15 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 /* Lines below this level are dropped (default LOG_INFO). */
 void log_set_level(enum log_level lvl);
 
-/* Writes "TIME pillarbox AREA FORMATTED\n" atomically (one write). */
+/* Writes "TIME pillarbox AREA FORMATTED\n" atomically (one write), or,
+ * on a thread that turned buffering on, into a buffer for log_flush(). */
 void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Turns buffering on or off for the calling thread (the loop thread, which
+ * then calls log_flush once per loop iteration). Off flushes. */
+void log_buffer(bool on);
+void log_flush(void);
 
 /* Returns s in double quotes with \ " and control bytes escaped, truncated
  * to fit; uses one of a few static buffers (valid for the next 4 calls on

@@ -90,6 +90,7 @@ struct server {
 	struct config *cfg;
 	struct store *st;
 	uv_signal_t sigterm, sigint;
+	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
 	struct smtp_server smtp;
 	struct pop3_server pop3;
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
@@ -115,6 +116,13 @@ static void on_all_closed(void *arg)
 	store_commit_stop(srv->st);
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
+	uv_close((uv_handle_t *)&srv->log_flush, NULL);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+	(void)h;
+	log_flush(); /* before the loop waits: nothing stays unwritten */
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -164,6 +172,9 @@ static int serve(struct config *cfg)
 	srv.sigterm.data = srv.sigint.data = &srv;
 	uv_signal_start(&srv.sigterm, on_stop_signal, SIGTERM);
 	uv_signal_start(&srv.sigint, on_stop_signal, SIGINT);
+	uv_prepare_init(loop, &srv.log_flush);
+	uv_prepare_start(&srv.log_flush, on_prepare);
+	uv_unref((uv_handle_t *)&srv.log_flush);
 	if (r < 0) {
 		fprintf(stderr, "pillarbox: cannot start: %s\n",
 			uv_strerror(r));
@@ -173,7 +184,9 @@ static int serve(struct config *cfg)
 			"event=ready version=%s hostname=%s data_dir=%s",
 			PILLARBOX_VERSION, cfg->hostname, cfg->data_dir);
 	}
+	log_buffer(true);
 	uv_run(loop, UV_RUN_DEFAULT);
+	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
 	log_msg(LOG_INFO, "core",
 		"event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
