@@ -193,7 +193,6 @@ static int serve(struct config *cfg)
 		(unsigned long long)commits, (unsigned long long)jobs,
 		(unsigned long long)srv.smtp.accepted,
 		(unsigned long long)srv.logins);
-	pop3_server_free(&srv.pop3);
 	auth_cleanup();
 	event_reset();
 	store_close(srv.st);

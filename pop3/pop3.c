@@ -753,9 +753,3 @@ void pop3_server_init(struct pop3_server *srv, const struct config *cfg,
 	snprintf(srv->busy_reply, sizeof srv->busy_reply,
 		 "-ERR [SYS/TEMP] Too many connections from your address.\r\n");
 }
-
-void pop3_server_free(struct pop3_server *srv)
-{
-	/* Every session has unlocked by now; nothing else is owned. */
-	(void)srv;
-}

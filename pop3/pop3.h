@@ -28,6 +28,5 @@ extern const struct conn_proto pop3_proto;
 
 void pop3_server_init(struct pop3_server *srv, const struct config *cfg,
 		      struct store *st);
-void pop3_server_free(struct pop3_server *srv);
 
 #endif
