@@ -21,16 +21,6 @@
 /* A literal and its length, which may include NUL bytes. */
 #define S(lit) lit, sizeof(lit) - 1
 
-static char *copy(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *p = malloc(n);
-
-	assert_non_null(p);
-	memcpy(p, s, n);
-	return p;
-}
-
 /* --- message numbers ---------------------------------------------------- */
 
 struct number_case {
@@ -72,7 +62,7 @@ static void test_number(void **state)
 	for (size_t i = 0; i < sizeof number_cases / sizeof *number_cases;
 	     i++) {
 		const struct number_case *c = &number_cases[i];
-		char *arg = copy(c->arg);
+		char *arg = strdup(c->arg);
 		unsigned long n = 424242;
 		const char *rest = NULL;
 		int rc = pop3_parse_number(arg, &n, &rest);
@@ -153,7 +143,7 @@ static char *b64(const char *raw, size_t n)
 static void check_plain(const char *in, int want_rc, const char *want_user,
 			const char *want_pass, const char *what)
 {
-	char *arg = copy(in);
+	char *arg = strdup(in);
 	char user[USER_SIZE], pass[PASS_SIZE];
 	int rc;
 

@@ -30,14 +30,21 @@
 
 #define PM_DOMAIN "example.org" /* where <postmaster> goes */
 
-static char *copy(const char *s)
+/* Fails (with the case named) unless reply r is the one wanted: NULL for
+ * accepted, else that exact line. */
+static void check_reply(const char *what, const char *arg, int flag,
+			const char *r, const char *want)
 {
-	size_t n = strlen(s) + 1;
-	char *p = malloc(n);
-
-	assert_non_null(p);
-	memcpy(p, s, n);
-	return p;
+	if ((r == NULL) != (want == NULL) ||
+	    (r != NULL && strcmp(r, want) != 0))
+		print_error("%s \"%s\" (%d): got \"%s\", want \"%s\"\n", what,
+			    arg, flag, r ? r : "(ok)", want ? want : "(ok)");
+	if (want != NULL) {
+		assert_non_null(r);
+		assert_string_equal(r, want);
+	} else {
+		assert_null(r);
+	}
 }
 
 /* --- MAIL FROM ---------------------------------------------------------- */
@@ -141,23 +148,14 @@ static void test_mail(void **state)
 	for (size_t i = 0; i < sizeof mail_cases / sizeof *mail_cases; i++) {
 		const struct mail_case *c = &mail_cases[i];
 		struct smtp_mail_args m;
-		char *arg = copy(c->arg);
+		char *arg = strdup(c->arg);
 		const char *r;
 
 		memset(&m, 0xa5, sizeof m);
 		r = smtp_parse_mail(arg, c->esmtp, &m);
 		free(arg); /* m holds copies; r is a static string */
-		if ((r == NULL) != (c->reply == NULL) ||
-		    (r != NULL && strcmp(r, c->reply) != 0))
-			print_error("MAIL \"%s\" esmtp=%d: got \"%s\", want "
-				    "\"%s\"\n",
-				    c->arg, c->esmtp, r ? r : "(ok)",
-				    c->reply ? c->reply : "(ok)");
-		if (c->reply != NULL) {
-			assert_non_null(r);
-			assert_string_equal(r, c->reply);
-		} else {
-			assert_null(r);
+		check_reply("MAIL", c->arg, c->esmtp, r, c->reply);
+		if (c->reply == NULL) {
 			assert_int_equal(m.from.null, c->null);
 			assert_string_equal(m.from.local, c->local);
 			assert_string_equal(m.from.domain, c->domain);
@@ -228,24 +226,15 @@ static void test_rcpt(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof rcpt_cases / sizeof *rcpt_cases; i++) {
 		const struct rcpt_case *c = &rcpt_cases[i];
-		char *arg = copy(c->arg);
+		char *arg = strdup(c->arg);
 		struct addr a;
 		const char *r;
 
 		memset(&a, 0xa5, sizeof a);
 		r = smtp_parse_rcpt(arg, c->utf8, PM_DOMAIN, &a);
 		free(arg);
-		if ((r == NULL) != (c->reply == NULL) ||
-		    (r != NULL && strcmp(r, c->reply) != 0))
-			print_error("RCPT \"%s\" utf8=%d: got \"%s\", want "
-				    "\"%s\"\n",
-				    c->arg, c->utf8, r ? r : "(ok)",
-				    c->reply ? c->reply : "(ok)");
-		if (c->reply != NULL) {
-			assert_non_null(r);
-			assert_string_equal(r, c->reply);
-		} else {
-			assert_null(r);
+		check_reply("RCPT", c->arg, c->utf8, r, c->reply);
+		if (c->reply == NULL) {
 			assert_false(a.null);
 			assert_string_equal(a.local, c->local);
 			assert_string_equal(a.domain, c->domain);
@@ -300,7 +289,7 @@ static void test_bdat(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof bdat_cases / sizeof *bdat_cases; i++) {
 		const struct bdat_case *c = &bdat_cases[i];
-		char *arg = copy(c->arg);
+		char *arg = strdup(c->arg);
 		uint64_t size = 12345;
 		bool last = false;
 		const char *r = smtp_parse_bdat(arg, &size, &last);
@@ -354,7 +343,7 @@ static void test_helo(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof helo_cases / sizeof *helo_cases; i++) {
-		char *arg = copy(helo_cases[i].arg);
+		char *arg = strdup(helo_cases[i].arg);
 		size_t n = smtp_parse_helo(arg);
 
 		free(arg);
