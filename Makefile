@@ -6,13 +6,15 @@ PKGS     = libuv lmdb inih libcrypt
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lresolv
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-CORE  = core/log.c core/config.c core/conn.c core/auth.c core/event.c core/cmd.c
+BASE  = base/log.c
 STORE = store/store.c store/commit.c
+CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
+	core/event.c core/cmd.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
-SRC   = $(CORE) $(STORE) $(SMTP) $(POP3)
-MAIN  = core/main.c
-HDRS  = $(wildcard core/*.h store/*.h smtp/*.h pop3/*.h)
+SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
+MAIN  = app/main.c
+HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h)
 
 UNIT  = test_addr test_cmd test_data test_conn test_event test_store test_smtp_parse test_pop3_parse
 

@@ -61,6 +61,7 @@ TXT
 	;;
 test)
 	deps
+	bash tests/check-layers.sh
 	make -j"$jobs" build/pillarbox build/asan/pillarbox unit
 	for t in build/test_*; do
 		echo "== $t"

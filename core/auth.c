@@ -9,7 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/log.h"
+#include "base/log.h"
+#include "core/loop.h"
 
 static char dummy_hash[STORE_HASH_MAX + 1];
 
@@ -39,7 +40,6 @@ int auth_init(void)
 }
 
 struct auth_work {
-	uv_work_t req;
 	bool ok, known, temp;
 	void (*cb)(void *arg, enum auth_result r);
 	void *arg;
@@ -48,9 +48,9 @@ struct auth_work {
 	struct crypt_data cd;
 };
 
-static void auth_run(uv_work_t *req)
+static void auth_run(void *arg)
 {
-	struct auth_work *w = req->data;
+	struct auth_work *w = arg;
 	const char *out = crypt_r(w->pass, w->hash, &w->cd);
 	size_t n = strlen(w->hash);
 
@@ -61,17 +61,16 @@ static void auth_run(uv_work_t *req)
 	w->ok = diff == 0 && w->known;
 }
 
-static void auth_after(uv_work_t *req, int status)
+static void auth_after(void *arg)
 {
-	struct auth_work *w = req->data;
+	struct auth_work *w = arg;
 
-	(void)status;
 	w->cb(w->arg, w->temp ? AUTH_TEMP : w->ok ? AUTH_OK : AUTH_FAIL);
 	explicit_bzero(w, sizeof *w);
 	free(w);
 }
 
-void auth_check(uv_loop_t *loop, struct store *st, const char *user,
+void auth_check(struct store *st, const char *user,
 		const char *pass, void (*cb)(void *arg, enum auth_result r),
 		void *arg)
 {
@@ -82,7 +81,6 @@ void auth_check(uv_loop_t *loop, struct store *st, const char *user,
 
 	w->cb = cb;
 	w->arg = arg;
-	w->req.data = w;
 	r = store_txn_begin(st, false, &txn);
 	if (r == 0)
 		r = store_user_get(txn, user, &u);
@@ -103,7 +101,7 @@ void auth_check(uv_loop_t *loop, struct store *st, const char *user,
 		w->known = false;
 	else
 		strcpy(w->pass, pass);
-	uv_queue_work(loop, &w->req, auth_run, auth_after);
+	loop_work(auth_run, auth_after, w);
 }
 
 /* --- throttling --------------------------------------------------------- */
@@ -112,7 +110,7 @@ void auth_check(uv_loop_t *loop, struct store *st, const char *user,
 
 struct fail {
 	struct fail *next;
-	unsigned char key[16];
+	struct netaddr key; /* netaddr_client */
 	unsigned count;
 	time_t since;
 };
@@ -120,23 +118,13 @@ struct fail {
 static struct fail *fails;
 static size_t nfails;
 
-static void fail_key(const struct sockaddr *sa, unsigned char key[16])
+/* Finds peer's entry, dropping expired ones on the way. */
+static struct fail *fail_find(const struct netaddr *peer)
 {
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET)
-		memcpy(key, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	else /* IPv6: one /64 is one client */
-		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 8);
-}
-
-/* Finds sa's entry, dropping expired ones on the way. */
-static struct fail *fail_find(const struct sockaddr *sa)
-{
-	unsigned char key[16];
+	struct netaddr key = netaddr_client(peer);
 	struct fail **pp = &fails, *f;
 	time_t now = time(NULL);
 
-	fail_key(sa, key);
 	while ((f = *pp) != NULL) {
 		if (now - f->since >= AUTH_FAIL_WINDOW) {
 			*pp = f->next;
@@ -144,20 +132,20 @@ static struct fail *fail_find(const struct sockaddr *sa)
 			nfails--;
 			continue;
 		}
-		if (memcmp(f->key, key, 16) == 0)
+		if (netaddr_equal(&f->key, &key))
 			return f;
 		pp = &f->next;
 	}
 	return NULL;
 }
 
-bool auth_throttled(const struct sockaddr *peer)
+bool auth_throttled(const struct netaddr *peer)
 {
 	struct fail *f = fail_find(peer);
 	return f != NULL && f->count >= AUTH_FAIL_MAX;
 }
 
-void auth_failed(const struct sockaddr *peer)
+void auth_failed(const struct netaddr *peer)
 {
 	struct fail *f = fail_find(peer);
 
@@ -165,7 +153,7 @@ void auth_failed(const struct sockaddr *peer)
 		if (nfails >= AUTH_TRACK_MAX)
 			return; /* under a wide attack: the delay still holds */
 		f = xcalloc(1, sizeof *f);
-		fail_key(peer, f->key);
+		f->key = netaddr_client(peer);
 		f->since = time(NULL);
 		f->next = fails;
 		fails = f;

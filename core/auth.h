@@ -10,9 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <sys/socket.h>
-#include <uv.h>
-
+#include "core/netaddr.h"
 #include "store/store.h"
 
 #define AUTH_FAIL_MAX	 10  /* failed logins per IP ... */
@@ -35,13 +33,13 @@ enum auth_result {
 /* Checks user's password on the thread pool; cb(arg, result) runs on the
  * loop. The user's hash is read from st now; user and pass are copied (the
  * copy of pass is wiped after use). */
-void auth_check(uv_loop_t *loop, struct store *st, const char *user,
+void auth_check(struct store *st, const char *user,
 		const char *pass, void (*cb)(void *arg, enum auth_result r),
 		void *arg);
 
-/* Failed-login throttling per client address (IPv6: per /64). */
-bool auth_throttled(const struct sockaddr *peer);
-void auth_failed(const struct sockaddr *peer);
+/* Failed-login throttling per client (netaddr_client: IPv6 per /64). */
+bool auth_throttled(const struct netaddr *peer);
+void auth_failed(const struct netaddr *peer);
 
 /* Frees the throttling table (at exit). */
 void auth_cleanup(void);

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "core/log.h"
+#include "base/log.h"
+#include "core/netaddr.h"
 
 /* A listener and the count of connections per client IP on it. */
 struct listener {
@@ -26,7 +27,7 @@ struct listener {
 struct ipcount {
 	struct ipcount *next;
 	unsigned count;
-	unsigned char ip[16];
+	struct netaddr ip; /* netaddr_client */
 };
 
 /* A piece of pending output: c->out[off..off+len), or base[0..len). */
@@ -68,7 +69,8 @@ struct conn {
 	    skip_line : 1, reading : 1, busy : 1;
 	int handles; /* open uv handles, freed at 0 */
 	struct sockaddr_storage peer;
-	char peer_text[48];
+	struct netaddr net; /* peer, normalised */
+	char peer_text[NETADDR_TEXT_MAX];
 	char sid[13];
 };
 
@@ -88,35 +90,22 @@ static void conn_finish_close(struct conn *c);
 
 /* --- per-IP counting ---------------------------------------------------- */
 
-static size_t ip_key(const struct sockaddr *sa, unsigned char ip[16])
-{
-	memset(ip, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		memcpy(ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		return 4;
-	}
-	memcpy(ip, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-	return 16;
-}
-
-/* Adds delta to the count of sa's address; returns the new count. */
-static unsigned ip_count(struct listener *l, const struct sockaddr *sa,
+/* Adds delta to the count of the peer's client address; returns the new
+ * count. */
+static unsigned ip_count(struct listener *l, const struct netaddr *peer,
 			 int delta)
 {
-	unsigned char ip[16];
-	unsigned h = 0;
+	struct netaddr ip = netaddr_client(peer);
 	struct ipcount **pp, *e;
 
-	ip_key(sa, ip);
-	for (int i = 0; i < 16; i++)
-		h = h * 31 + ip[i];
-	for (pp = &l->ips[h % 256]; (e = *pp) != NULL; pp = &e->next)
-		if (memcmp(e->ip, ip, 16) == 0)
+	for (pp = &l->ips[netaddr_hash(&ip) % 256]; (e = *pp) != NULL;
+	     pp = &e->next)
+		if (netaddr_equal(&e->ip, &ip))
 			break;
 	if (e == NULL) {
 		assert(delta > 0);
 		e = xcalloc(1, sizeof *e);
-		memcpy(e->ip, ip, 16);
+		e->ip = ip;
 		*pp = e;
 	}
 	e->count += (unsigned)delta;
@@ -160,7 +149,7 @@ static void conn_finish_close(struct conn *c)
 	if (c->session != NULL)
 		c->lis->opts.proto->free(c->session);
 	c->session = NULL;
-	ip_count(c->lis, (struct sockaddr *)&c->peer, -1);
+	ip_count(c->lis, &c->net, -1);
 	if (--c->lis->nconns == 0 && c->lis->closed)
 		listener_free(c->lis);
 	if (c->prev != NULL)
@@ -651,12 +640,8 @@ static void on_connection(uv_stream_t *server, int status)
 		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 		return;
 	}
-	if (c->peer.ss_family == AF_INET)
-		uv_ip4_name((struct sockaddr_in *)&c->peer, c->peer_text,
-			    sizeof c->peer_text);
-	else
-		uv_ip6_name((struct sockaddr_in6 *)&c->peer, c->peer_text,
-			    sizeof c->peer_text);
+	netaddr_from_sockaddr(&c->net, (struct sockaddr *)&c->peer);
+	netaddr_format(&c->net, c->peer_text, sizeof c->peer_text);
 	conn_make_sid(c->sid);
 	uv_tcp_nodelay(&c->tcp, 1);
 	c->next = conns;
@@ -664,7 +649,7 @@ static void on_connection(uv_stream_t *server, int status)
 		conns->prev = c;
 	conns = c;
 	nconns++;
-	n = ip_count(l, (struct sockaddr *)&c->peer, +1);
+	n = ip_count(l, &c->net, +1);
 	uv_timer_start(&c->timer, on_timer, cfg->timeout * 1000ull,
 		       cfg->timeout * 1000ull);
 	if (cfg->max_conn_per_ip > 0 && n > cfg->max_conn_per_ip) {
@@ -792,13 +777,9 @@ const struct sockaddr *conn_peer_addr(struct conn *c)
 	return (const struct sockaddr *)&c->peer;
 }
 
-bool conn_peer_loopback(struct conn *c)
+const struct netaddr *conn_peer_net(struct conn *c)
 {
-	unsigned char ip[16];
-	size_t n = ip_key(conn_peer_addr(c), ip);
-	static const unsigned char v6lo[16] = {[15] = 1};
-
-	return n == 4 ? ip[0] == 127 : memcmp(ip, v6lo, 16) == 0;
+	return &c->net;
 }
 
 uv_loop_t *conn_loop(struct conn *c)

@@ -34,6 +34,7 @@
 #include <uv.h>
 
 #include "core/config.h"
+#include "core/netaddr.h"
 
 #define CONN_READ_BUF	 (64u << 10) /* the shared read buffer */
 #define CONN_IN_MAX	 (64u << 10) /* own buffer cap: one read + a line */
@@ -136,7 +137,8 @@ bool conn_closing(struct conn *c);
 const char *conn_sid(struct conn *c);  /* session id for logs */
 const char *conn_peer(struct conn *c); /* client IP as text */
 const struct sockaddr *conn_peer_addr(struct conn *c);
-bool conn_peer_loopback(struct conn *c);
+/* The peer normalised (v4-mapped -> IPv4): what limits and rules use. */
+const struct netaddr *conn_peer_net(struct conn *c);
 uv_loop_t *conn_loop(struct conn *c);
 
 #endif

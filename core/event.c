@@ -3,7 +3,7 @@
 
 #include <stddef.h>
 
-#include "core/log.h"
+#include "base/log.h"
 
 static struct {
 	void (*fn)(const struct event *ev, void *arg);

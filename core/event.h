@@ -6,7 +6,7 @@
 #ifndef PILLARBOX_EVENT_H
 #define PILLARBOX_EVENT_H
 
-#include <sys/socket.h>
+#include "core/netaddr.h"
 
 enum event_kind {
 	EVENT_LOGIN, /* a user proved their password */
@@ -16,7 +16,7 @@ struct event {
 	enum event_kind kind;
 	const char *proto;	     /* "pop3", "smtp" */
 	const char *user;	     /* the account */
-	const struct sockaddr *peer; /* the client's address */
+	const struct netaddr *peer; /* the client's address */
 };
 
 #define EVENT_SUBSCRIBERS_MAX 8 /* a handful of core modules at most */

@@ -13,9 +13,10 @@
 #include <strings.h>
 
 #include "core/auth.h"
-#include "core/event.h"
 #include "core/cmd.h"
-#include "core/log.h"
+#include "core/event.h"
+#include "core/loop.h"
+#include "base/log.h"
 #include "pop3/parse.h"
 
 enum pop3_state { P_AUTH = 1, P_TRANS = 2, P_ANY = 3 };
@@ -39,7 +40,8 @@ struct pop3_session {
 	bool locked;	/* holds the maildrop lock for user */
 	unsigned errors;
 	char *user;		/* from USER, then the logged-in user */
-	uv_timer_t *delay;	/* login_delay after a failure; RETR retry */
+	struct timer *delay;	/* login_delay after a failure; RETR retry */
+	struct timer *retry_timer;
 	struct pop3_msg *retry; /* a RETR/TOP waiting for the store */
 	long retry_lines;
 	unsigned retries;
@@ -179,8 +181,8 @@ static void pop3_login_ok(struct pop3_session *s)
 	s->state = P_TRANS;
 	log_msg(LOG_INFO, "pop3", "sid=%s event=login ip=%s user=%s msgs=%u",
 		conn_sid(s->c), conn_peer(s->c),
-		log_quote(s->user, strlen(s->user)), s->nmsgs);
-	ev = (struct event){EVENT_LOGIN, "pop3", s->user, conn_peer_addr(s->c)};
+		log_str(s->user), s->nmsgs);
+	ev = (struct event){EVENT_LOGIN, "pop3", s->user, conn_peer_net(s->c)};
 	event_emit(&ev);
 	pop3_reply(s, "+OK Logged in.");
 }
@@ -191,20 +193,9 @@ static void pop3_auth_failed(struct pop3_session *s)
 	conn_resume(s->c);
 }
 
-/* Runs cb after ms, with input held back meanwhile (the caller paused). */
-static void pop3_timer(struct pop3_session *s, uv_timer_cb cb, uint64_t ms)
+static void pop3_delay_done(void *arg)
 {
-	if (s->delay == NULL) {
-		s->delay = xmalloc(sizeof *s->delay);
-		uv_timer_init(conn_loop(s->c), s->delay);
-		s->delay->data = s;
-	}
-	uv_timer_start(s->delay, cb, ms, 0);
-}
-
-static void pop3_delay_done(uv_timer_t *t)
-{
-	pop3_auth_failed(t->data);
+	pop3_auth_failed(arg);
 }
 
 static void pop3_auth_done(void *arg, enum auth_result r)
@@ -221,30 +212,31 @@ static void pop3_auth_done(void *arg, enum auth_result r)
 		conn_resume(s->c);
 		return;
 	}
-	auth_failed(conn_peer_addr(s->c));
+	auth_failed(conn_peer_net(s->c));
 	log_msg(LOG_WARN, "pop3", "sid=%s event=auth-failed ip=%s user=%s",
 		conn_sid(s->c), conn_peer(s->c),
-		log_quote(s->user, strlen(s->user)));
+		log_str(s->user));
 	if (delay == 0) {
 		pop3_auth_failed(s);
 		return;
 	}
 	/* RFC 2449 LOGIN-DELAY spirit: a wrong guess costs the guesser
 	 * time, and only the guesser. */
-	pop3_timer(s, pop3_delay_done, delay * 1000ull);
+	if (s->delay == NULL)
+		s->delay = timer_new(pop3_delay_done, s);
+	timer_start(s->delay, delay * 1000ull);
 }
 
 /* Checks user/pass off the loop; input waits until the answer. */
 static void pop3_login(struct pop3_session *s, const char *pass)
 {
-	if (auth_throttled(conn_peer_addr(s->c))) {
+	if (auth_throttled(conn_peer_net(s->c))) {
 		pop3_reply(s, "-ERR [SYS/TEMP] Too many failed logins, try "
 			      "later.");
 		return;
 	}
 	conn_pause(s->c);
-	auth_check(conn_loop(s->c), s->srv->st, s->user, pass, pop3_auth_done,
-		   s);
+	auth_check(s->srv->st, s->user, pass, pop3_auth_done, s);
 }
 
 static void pop3_user(struct pop3_session *s, char *arg)
@@ -495,16 +487,16 @@ static void pop3_send_msg(struct pop3_session *s, struct store_txn *txn,
 
 /* While the store's map is being resized a read may have to wait: the
  * command is kept, input paused, and tried again shortly. */
-static void pop3_retry(uv_timer_t *t)
+static void pop3_retry(void *arg)
 {
-	struct pop3_session *s = t->data;
+	struct pop3_session *s = arg;
 	struct store_txn *txn;
 	int r = store_txn_begin(s->srv->st, false, &txn);
 
 	/* Bounded: this session's own sends still in flight may be what the
 	 * resize waits for, so after a while it answers and moves on. */
 	if (r == -EAGAIN && ++s->retries < POP3_RETRY_MAX) {
-		uv_timer_start(t, pop3_retry, POP3_RETRY_MS, 0);
+		timer_start(s->retry_timer, POP3_RETRY_MS);
 		return;
 	}
 	s->retries = 0;
@@ -524,7 +516,9 @@ static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 		s->retry = m;
 		s->retry_lines = lines;
 		conn_pause(s->c);
-		pop3_timer(s, pop3_retry, POP3_RETRY_MS);
+		if (s->retry_timer == NULL)
+			s->retry_timer = timer_new(pop3_retry, s);
+		timer_start(s->retry_timer, POP3_RETRY_MS);
 	} else if (r < 0) {
 		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
 	} else {
@@ -611,7 +605,7 @@ static void pop3_update_done(void *arg, int rc)
 
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "pop3",
 		"sid=%s event=update user=%s result=%s", conn_sid(s->c),
-		log_quote(s->user, strlen(s->user)),
+		log_str(s->user),
 		rc == 0 ? "ok" : strerror(-rc));
 	pop3_reply(s, rc == 0 ? "+OK Logging out."
 			      : "-ERR [SYS/TEMP] Deleting messages failed.");
@@ -735,8 +729,8 @@ static void pop3_free(void *session)
 
 	/* A drop without QUIT deletes nothing: RFC 1939 6. */
 	pop3_unlock(s);
-	if (s->delay != NULL)
-		uv_close((uv_handle_t *)s->delay, (uv_close_cb)free);
+	timer_free(s->delay);
+	timer_free(s->retry_timer);
 	free(s->user);
 	free(s->msgs);
 	free(s);

@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "core/cmd.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "smtp/addr.h"
 #include "smtp/data.h"
 #include "smtp/parse.h"
@@ -335,7 +335,7 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 			"sid=%s event=reject ip=%s to=%s "
 			"reason=%s",
 			conn_sid(s->c), conn_peer(s->c),
-			log_quote(rcpt, strlen(rcpt)),
+			log_str(rcpt),
 			r == 0 ? "relay" : "unknown-user");
 		smtp_error(s, line);
 	} else {
@@ -453,7 +453,7 @@ static void smtp_store_done(void *arg, int rc)
 		"sid=%s event=%s id=%s from=<%s> rcpts=%u mailboxes=%u "
 		"size=%llu%s%s",
 		conn_sid(s->c), rc == 0 ? "stored" : "store-failed", tx->id,
-		tx->from, tx->nrcpt, tx->nusers,
+		log_str(tx->from), tx->nrcpt, tx->nusers,
 		(unsigned long long)(tx->header_len + tx->body.len),
 		rc == 0 ? "" : " error=", rc == 0 ? "" : strerror(-rc));
 	smtp_tx_end(s);
@@ -483,7 +483,7 @@ static void smtp_message_end(struct smtp_session *s)
 	if (reply != NULL) {
 		log_msg(LOG_INFO, "smtp", "sid=%s event=reject ip=%s reply=%s",
 			conn_sid(s->c), conn_peer(s->c),
-			log_quote(reply, strlen(reply)));
+			log_str(reply));
 		smtp_tx_end(s);
 		smtp_error(s, reply);
 		return;

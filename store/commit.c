@@ -5,7 +5,7 @@
  */
 #include "store/store_priv.h"
 
-#include "core/log.h"
+#include "base/log.h"
 
 void store_commit_wake(struct store *st)
 {

@@ -25,7 +25,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "core/log.h"
+#include "base/log.h"
 
 #define USER_FIXED    16 /* flags + quota + next_uid, then the hash */
 #define RESOLVE_DEPTH 8	 /* store.h: aliases of aliases, 8 deep */
@@ -87,7 +87,7 @@ int store_err(struct store_txn *t, int rc)
 		fatal("event=oom area=lmdb");
 	default:
 		log_msg(LOG_ERROR, "store", "event=lmdb_error rc=%d err=%s", rc,
-			log_quote(mdb_strerror(rc), strlen(mdb_strerror(rc))));
+			log_str(mdb_strerror(rc)));
 		return -EIO;
 	}
 }

@@ -22,9 +22,8 @@ static void note(const struct event *ev, void *arg)
 
 static void test_emit_in_order(void **state)
 {
-	struct sockaddr_in peer = {.sin_family = AF_INET};
-	struct event ev = {EVENT_LOGIN, "pop3", "alice@localhost",
-			   (struct sockaddr *)&peer};
+	struct netaddr peer = {.family = AF_INET};
+	struct event ev = {EVENT_LOGIN, "pop3", "alice@localhost", &peer};
 
 	(void)state;
 	seen[0] = '\0';

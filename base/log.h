@@ -5,7 +5,10 @@
  * result=250
  *
  * The session id (sid) lets an admin and fail2ban follow one connection.
- * Values with spaces or quotes must be passed through log_quote().
+ * Every value a client supplied (an address, a user name, a HELO name)
+ * goes through log_value(), so that it can never add a key=value of its
+ * own: a forged "event=auth-failed ip=6.6.6.6" inside a sender address must
+ * not get a stranger banned by a fail2ban filter.
  * Never log credentials: AUTH payloads and passwords are masked by callers.
  */
 #ifndef PILLARBOX_LOG_H
@@ -14,11 +17,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdnoreturn.h>
+#include <string.h>
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
-
-/* Lines below this level are dropped (default LOG_INFO). */
-void log_set_level(enum log_level lvl);
 
 /* Writes "TIME pillarbox AREA FORMATTED\n" atomically (one write), or,
  * on a thread that turned buffering on, into a buffer for log_flush(). */
@@ -30,10 +31,14 @@ void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
 void log_buffer(bool on);
 void log_flush(void);
 
-/* Returns s in double quotes with \ " and control bytes escaped, truncated
- * to fit; uses one of a few static buffers (valid for the next 4 calls on
- * this thread), for use inside one log_msg call. */
-const char *log_quote(const char *s, size_t len);
+/* Returns s[0..len) encoded for a log value: every octet outside printable
+ * ASCII, and space, '"', '%', '=' and '\\', becomes %XX (so the value holds
+ * no space and no '=', and "%" always starts an escape). Truncated to LOG_VALUE_MAX octets of input, marked with a
+ * trailing "...". Uses one of four static buffers (valid for the next 4
+ * calls on this thread), for use inside one log_msg call. */
+#define LOG_VALUE_MAX 200
+const char *log_value(const char *s, size_t len);
+#define log_str(s) log_value((s), strlen(s))
 
 /* Logs and exits(1): for impossible states and allocation failure, the one
  * policy for running out of memory (a mail server that cannot allocate a

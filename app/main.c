@@ -1,7 +1,8 @@
 /*
  * main.c - the command line: `serve` runs the server; user, alias, domain
  * and queue verbs edit the store directly (LMDB lets them run while the
- * server does). This is the one file that knows every module.
+ * server does). The top of the stack: the one file that knows every module
+ * (app/ > smtp/, pop3/ > core/ > store/ > base/; tests/check-layers.sh).
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,7 +17,8 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/event.h"
-#include "core/log.h"
+#include "core/loop.h"
+#include "base/log.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
 #include "smtp/smtp.h"
@@ -147,6 +149,7 @@ static int serve(struct config *cfg)
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
+	loop_init(loop);
 	if (open_store(cfg, &srv.st) < 0)
 		return 1;
 	msgbuf_spill_dir = cfg->data_dir;

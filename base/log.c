@@ -1,5 +1,5 @@
 /* log.c - key=value event lines and the allocation-failure policy. */
-#include "core/log.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level log_level = LOG_INFO;
+static const enum log_level log_level = LOG_INFO;
 
 /* The loop thread collects its lines and writes them once per loop
  * iteration (log_flush from a prepare handle): at thousands of messages a
@@ -30,11 +30,6 @@ void log_flush(void)
 	if (llen > 0 && write(STDERR_FILENO, lbuf, llen) < 0)
 		llen = 0;
 	llen = 0;
-}
-
-void log_set_level(enum log_level lvl)
-{
-	log_level = lvl;
 }
 
 static void log_vmsg(enum log_level lvl, const char *area, const char *fmt,
@@ -82,26 +77,26 @@ void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
 	va_end(ap);
 }
 
-const char *log_quote(const char *s, size_t len)
+const char *log_value(const char *s, size_t len)
 {
-	static _Thread_local char bufs[4][256];
+	static _Thread_local char bufs[4][3 * LOG_VALUE_MAX + 8];
 	static _Thread_local unsigned next;
+	static const char hex[] = "0123456789ABCDEF";
 	char *b = bufs[next++ % 4], *p = b;
-	char *end = b + sizeof bufs[0] - 6; /* room for \xNN, quote, NUL */
 
-	*p++ = '"';
-	for (size_t i = 0; i < len && p < end; i++) {
+	for (size_t i = 0; i < len && i < LOG_VALUE_MAX; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\') {
-			*p++ = '\\';
+		if (c > ' ' && c < 0x7f && c != '"' && c != '%' && c != '=' &&
+		    c != '\\') {
 			*p++ = (char)c;
-		} else if (c < 0x20 || c == 0x7f) {
-			p += sprintf(p, "\\x%02x", c);
-		} else {
-			*p++ = (char)c;
+			continue;
 		}
+		*p++ = '%';
+		*p++ = hex[c >> 4];
+		*p++ = hex[c & 15];
 	}
-	*p++ = '"';
+	if (len > LOG_VALUE_MAX)
+		p = stpcpy(p, "...");
 	*p = '\0';
 	return b;
 }
