@@ -163,9 +163,12 @@ static int serve(struct config *cfg)
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
 	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
-					      &cfg->smtp, srv.smtp.busy_reply};
+					      &cfg->smtp, srv.smtp.busy_reply,
+					      srv.smtp.full_reply};
 	pop3_opts = (struct conn_listen_opts){&pop3_proto, &srv.pop3,
-					      &cfg->pop3, srv.pop3.busy_reply};
+					      &cfg->pop3, srv.pop3.busy_reply,
+					      srv.pop3.full_reply};
+	conn_set_max(cfg->max_connections);
 	if (r == 0 && cfg->smtp.listen[0] != '\0')
 		r = conn_listen(loop, &smtp_opts);
 	if (r == 0 && cfg->pop3.listen[0] != '\0')

@@ -33,9 +33,10 @@ void log_flush(void);
 
 /* Returns s[0..len) encoded for a log value: every octet outside printable
  * ASCII, and space, '"', '%', '=' and '\\', becomes %XX (so the value holds
- * no space and no '=', and "%" always starts an escape). Truncated to LOG_VALUE_MAX octets of input, marked with a
- * trailing "...". Uses one of four static buffers (valid for the next 4
- * calls on this thread), for use inside one log_msg call. */
+ * no space and no '=', and "%" always starts an escape). Truncated to
+ * LOG_VALUE_MAX octets of input, marked with a trailing "...". Uses one of four
+ * static buffers (valid for the next 4 calls on this thread), for use inside
+ * one log_msg call. */
 #define LOG_VALUE_MAX 200
 const char *log_value(const char *s, size_t len);
 #define log_str(s) log_value((s), strlen(s))

@@ -70,9 +70,8 @@ static void auth_after(void *arg)
 	free(w);
 }
 
-void auth_check(struct store *st, const char *user,
-		const char *pass, void (*cb)(void *arg, enum auth_result r),
-		void *arg)
+void auth_check(struct store *st, const char *user, const char *pass,
+		void (*cb)(void *arg, enum auth_result r), void *arg)
 {
 	struct auth_work *w = xcalloc(1, sizeof *w);
 	struct store_txn *txn = NULL;

@@ -20,11 +20,17 @@ void config_defaults(struct config *c)
 	strcpy(c->smtp.listen, "127.0.0.1:2525");
 	c->smtp.timeout = 300; /* RFC 5321 4.5.3.2.7: server waits 5 min */
 	c->smtp.max_conn_per_ip = 20;
+	/* A client trickling a byte a second would otherwise hold a session
+	 * for ever; an hour carries 25 MiB at 64 kbit/s. */
+	c->smtp.max_session_time = 3600;
 	c->max_message_size = 25u << 20;
 	c->max_recipients = 100; /* RFC 5321 4.5.3.1.8: at least 100 */
 	strcpy(c->pop3.listen, "127.0.0.1:2110");
 	c->pop3.timeout = 600; /* RFC 1939 3: at least 10 minutes */
 	c->pop3.max_conn_per_ip = 20;
+	c->pop3.max_session_time = 3600;
+	/* Below the usual 1024 descriptors a process may open. */
+	c->max_connections = 1000;
 	c->login_delay = 2;
 }
 
@@ -54,14 +60,17 @@ static const struct key keys[] = {
     STR_KEY("server", "data_dir", STR, data_dir),
     STR_KEY("server", "domains", STR, domains),
     NUM_KEY("server", "max_store_size", SIZE, max_store_size, 0),
+    NUM_KEY("server", "max_connections", UINT, max_connections, 0),
     STR_KEY("smtp", "listen", LISTEN, smtp.listen),
     NUM_KEY("smtp", "timeout", UINT, smtp.timeout, 1),
     NUM_KEY("smtp", "max_connections_per_ip", UINT, smtp.max_conn_per_ip, 0),
+    NUM_KEY("smtp", "max_session_time", UINT, smtp.max_session_time, 0),
     NUM_KEY("smtp", "max_message_size", SIZE, max_message_size, 1),
     NUM_KEY("smtp", "max_recipients", UINT, max_recipients, 1),
     STR_KEY("pop3", "listen", LISTEN, pop3.listen),
     NUM_KEY("pop3", "timeout", UINT, pop3.timeout, 1),
     NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip, 0),
+    NUM_KEY("pop3", "max_session_time", UINT, pop3.max_session_time, 0),
     NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
 };
 
@@ -70,6 +79,7 @@ static int parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
+	unsigned shift = 0;
 
 	if (!isdigit((unsigned char)*s))
 		return -1;
@@ -80,23 +90,22 @@ static int parse_size(const char *s, uint64_t *out)
 	switch (*end) {
 	case 'k':
 	case 'K':
-		v <<= 10;
-		end++;
+		shift = 10;
 		break;
 	case 'm':
 	case 'M':
-		v <<= 20;
-		end++;
+		shift = 20;
 		break;
 	case 'g':
 	case 'G':
-		v <<= 30;
-		end++;
+		shift = 30;
 		break;
 	}
-	if (*end != '\0')
-		return -1;
-	*out = v;
+	if (shift != 0)
+		end++;
+	if (*end != '\0' || v > (UINT64_MAX >> shift))
+		return -1; /* junk after the number, or it overflows */
+	*out = (uint64_t)v << shift;
 	return 0;
 }
 

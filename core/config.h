@@ -14,6 +14,7 @@ struct config_listener {
 	char listen[CONFIG_STR_MAX]; /* "host:port", "[::1]:25"; "" = off */
 	unsigned timeout;	     /* idle seconds before 421 / -ERR */
 	unsigned max_conn_per_ip;
+	unsigned max_session_time; /* seconds a session may last; 0 = any */
 };
 
 struct config {
@@ -21,6 +22,7 @@ struct config {
 	char data_dir[CONFIG_STR_MAX];
 	char domains[1024];	 /* comma list, also in the store */
 	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
+	unsigned max_connections; /* all listeners together; 0 = no cap */
 
 	struct config_listener smtp;
 	uint64_t max_message_size;

@@ -1,6 +1,29 @@
 /*
- * conn.c - listeners, connections, the line reader and the write queue.
- * see conn.h
+ * conn.c - connections: how they are born (accept, connect), read, write,
+ * time out and die. see conn.h
+ *
+ * A connection's life is one small state machine. The timer's meaning is
+ * given by the state:
+ *
+ *   state       entered by               timer                leaves to
+ *   CONNECTING  conn_connect             connect timeout      OPEN, CLOSED
+ *   OPEN        accept, or connected     idle or lifetime,    DRAINING
+ *                                        whichever is first
+ *   DRAINING    conn_close               CONN_CLOSE_GRACE     CLOSED
+ *   CLOSED      conn_finish              none                 (freed once
+ *                                                             both handles
+ *                                                             are closed)
+ *
+ * Beside the state, three flags:
+ *   paused       the protocol waits on an operation (a commit, a password
+ *                check): no input is delivered, the timer is stopped (the
+ *                wait is ours, not the peer's), and the connection is never
+ *                finished, since the operation's callback still holds it;
+ *   dispatching  the protocol's code is running: a close it asks for
+ *                completes when it returns;
+ *   skip_line    the line reader is discarding the rest of an over-long
+ *                line.
+ * Whether the socket is read follows from these (see conn_settle).
  */
 #include "core/conn.h"
 
@@ -12,15 +35,24 @@
 #include <sys/random.h>
 
 #include "base/log.h"
-#include "core/netaddr.h"
 
-/* A listener and the count of connections per client IP on it. */
+#define IP_BUCKETS                                                             \
+	256		/* per-listener table of clients: a hash, so a         \
+			 * few thousand clients stay a short walk */
+#define OUT_KEEP   4096 /* a drained output buffer up to this is kept */
+#define IN_MIN	   1024 /* first size of a connection's own input buffer */
+#define IN_KEEP	   4096 /* an emptied input buffer up to this is kept */
+#define PRINTF_MAX 1024 /* one conn_printf reply, at most */
+
+enum conn_state { C_CONNECTING, C_OPEN, C_DRAINING, C_CLOSED };
+
+/* A listener and the count of connections per client on it. */
 struct listener {
 	uv_tcp_t tcp;
 	struct conn_listen_opts opts;
 	size_t nconns; /* its connections: it is freed after the last */
 	bool closed;   /* its socket is closed */
-	struct ipcount *ips[256]; /* hash buckets */
+	struct ipcount *ips[IP_BUCKETS];
 	struct listener *next;
 };
 
@@ -30,23 +62,24 @@ struct ipcount {
 	struct netaddr ip; /* netaddr_client */
 };
 
-/* A piece of pending output: c->out[off..off+len), or base[0..len). */
-struct out_seg {
-	const char *base;
-	size_t off, len;
-};
-
-struct out_done {
-	void (*done)(void *arg);
-	void *arg;
+/* The one write in flight; it owns the bytes it sends. */
+struct write_req {
+	uv_write_t req;
+	struct conn *c;
+	char *buf;
 };
 
 struct conn {
 	uv_tcp_t tcp;
-	uv_timer_t timer;
-	struct listener *lis;
+	uv_timer_t timer; /* see the table above */
+	enum conn_state state;
+	const struct conn_proto *proto;
 	void *session;
-	struct conn *prev, *next; /* all connections, for shutdown */
+	struct listener *lis; /* NULL for an outbound connection */
+	struct conn *prev, *next;
+	uint64_t idle_ms;
+	uint64_t expires; /* loop time the session's lifetime ends; 0: never */
+	int error;	  /* why an outbound connection ended */
 
 	/* Input being parsed: either the shared buffer or `in`. */
 	char *rp;
@@ -54,51 +87,105 @@ struct conn {
 	char *in; /* own buffer: what was left unconsumed */
 	size_t in_len, in_cap;
 
-	/* Output not yet handed to the socket, in order: bytes copied into
-	 * `out`, and references to callers' memory (see conn_write_ref). */
+	/* Output: plaintext queued in out[out_off..out_len), and what the
+	 * one write in flight (wreq) still has to send. */
 	char *out;
-	size_t out_len, out_cap, pending;
-	struct out_seg *segs;
-	unsigned nsegs, cap_segs;
-	struct out_done *dones;
-	unsigned ndones, cap_dones;
-	uv_buf_t *iov; /* scratch for conn_flush */
-	unsigned cap_iov;
+	size_t out_off, out_len, out_cap;
+	struct write_req *wreq;
+	size_t inflight;
+	bool (*more)(struct conn *c, void *arg); /* a stream (conn_stream) */
+	void *more_arg;
 
-	unsigned paused : 1, closing : 1, closed : 1, dispatching : 1,
-	    skip_line : 1, reading : 1, busy : 1;
+	unsigned paused : 1, dispatching : 1, skip_line : 1, reading : 1;
 	int handles; /* open uv handles, freed at 0 */
-	struct sockaddr_storage peer;
-	struct netaddr net; /* peer, normalised */
+	struct netaddr net;
 	char peer_text[NETADDR_TEXT_MAX];
 	char sid[13];
 };
 
 static struct listener *listeners;
 static struct conn *conns;
-static size_t nconns; /* open connections */
-static size_t nalloc; /* connections whose memory is not yet freed */
+static size_t nconns;	 /* connections not yet CLOSED */
+static size_t ninbound;	 /* of which accepted ones, for the global cap */
+static size_t max_conns; /* conn_set_max; 0: no cap */
+static size_t nalloc;	 /* connections whose memory is not yet freed */
 static void (*all_closed)(void *arg); /* set by conn_shutdown */
 static void *all_closed_arg;
 static char shared_buf[CONN_READ_BUF];
 
 static void conn_dispatch(struct conn *c, enum conn_event ev);
-static void listener_free(struct listener *l);
 static void conn_settle(struct conn *c);
 static void conn_flush(struct conn *c);
-static void conn_finish_close(struct conn *c);
+static void listener_free(struct listener *l);
+static void on_timer(uv_timer_t *t);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void conn_finish(struct conn *c);
 
-/* --- per-IP counting ---------------------------------------------------- */
+/* --- birth --------------------------------------------------------------- */
 
-/* Adds delta to the count of the peer's client address; returns the new
- * count. */
+static void conn_make_sid(char sid[13])
+{
+	static uint64_t base, next;
+
+	if (base == 0 && getrandom(&base, sizeof base, 0) != sizeof base)
+		base = (uint64_t)uv_hrtime();
+	snprintf(sid, 13, "%012llx",
+		 (unsigned long long)((base + next++) & 0xffffffffffffULL));
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	if (--c->handles > 0)
+		return;
+	/* Its write was cancelled by now, and the callback ran. */
+	free(c->in);
+	free(c->out);
+	free(c);
+	if (--nalloc == 0 && all_closed != NULL) {
+		void (*done)(void *) = all_closed;
+		all_closed = NULL; /* once */
+		done(all_closed_arg);
+	}
+}
+
+/* A connection in state, with its handles, in the list of connections. */
+static struct conn *conn_new(uv_loop_t *loop, const struct conn_proto *proto,
+			     enum conn_state state)
+{
+	struct conn *c = xcalloc(1, sizeof *c);
+
+	nalloc++;
+	c->proto = proto;
+	c->state = state;
+	uv_tcp_init(loop, &c->tcp);
+	uv_timer_init(loop, &c->timer);
+	c->tcp.data = c->timer.data = c;
+	c->handles = 2;
+	conn_make_sid(c->sid);
+	c->next = conns;
+	if (conns != NULL)
+		conns->prev = c;
+	conns = c;
+	nconns++;
+	return c;
+}
+
+static void conn_set_peer(struct conn *c, const struct sockaddr *sa)
+{
+	netaddr_from_sockaddr(&c->net, sa);
+	netaddr_format(&c->net, c->peer_text, sizeof c->peer_text);
+}
+
+/* Adds delta to the count of the peer's client on l; the new count. */
 static unsigned ip_count(struct listener *l, const struct netaddr *peer,
 			 int delta)
 {
 	struct netaddr ip = netaddr_client(peer);
 	struct ipcount **pp, *e;
 
-	for (pp = &l->ips[netaddr_hash(&ip) % 256]; (e = *pp) != NULL;
+	for (pp = &l->ips[netaddr_hash(&ip) % IP_BUCKETS]; (e = *pp) != NULL;
 	     pp = &e->next)
 		if (netaddr_equal(&e->ip, &ip))
 			break;
@@ -117,285 +204,170 @@ static unsigned ip_count(struct listener *l, const struct netaddr *peer,
 	return e->count;
 }
 
-/* --- close -------------------------------------------------------------- */
-
-static void on_handle_closed(uv_handle_t *h)
+/* Idle timeout or the end of the session's lifetime, whichever is first. */
+static void conn_arm(struct conn *c)
 {
-	struct conn *c = h->data;
+	uint64_t now = uv_now(c->tcp.loop), due = now + c->idle_ms;
 
-	if (--c->handles == 0) {
-		/* Its pending writes were cancelled by now, and their
-		 * callbacks ran: no read of the store is held for it. */
-		if (--nalloc == 0 && all_closed != NULL) {
-			void (*done)(void *) = all_closed;
-			all_closed = NULL; /* once */
-			done(all_closed_arg);
-		}
-		free(c->in);
-		free(c->out);
-		free(c->segs);
-		free(c->dones);
-		free(c->iov);
-		free(c);
-	}
+	if (c->expires != 0 && c->expires < due)
+		due = c->expires;
+	uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
-/* Really closes: the session goes, the handles follow. */
-static void conn_finish_close(struct conn *c)
+static void on_connection(uv_stream_t *server, int status)
 {
-	if (c->closed)
-		return;
-	c->closed = 1;
-	if (c->session != NULL)
-		c->lis->opts.proto->free(c->session);
-	c->session = NULL;
-	ip_count(c->lis, &c->net, -1);
-	if (--c->lis->nconns == 0 && c->lis->closed)
-		listener_free(c->lis);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	nconns--;
-	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-}
-
-static void on_timer(uv_timer_t *t)
-{
-	struct conn *c = t->data;
-
-	if (c->closing) {
-		/* The peer did not read its last replies in time. */
-		conn_finish_close(c);
-		return;
-	}
-	log_msg(LOG_INFO, c->lis->opts.proto->name, "sid=%s event=timeout",
-		c->sid);
-	conn_dispatch(c, CONN_TIMEOUT);
-}
-
-void conn_close(struct conn *c)
-{
-	if (c->closing)
-		return;
-	c->closing = 1;
-	if (c->reading)
-		uv_read_stop((uv_stream_t *)&c->tcp);
-	c->reading = 0;
-	/* Inside a handler, or with an operation pending, the close completes
-	 * when that returns (conn_settle) or resumes (conn_resume). */
-	if (!c->dispatching && !c->paused)
-		conn_settle(c);
-}
-
-bool conn_closing(struct conn *c)
-{
-	return c->closing;
-}
-
-/* --- writing ------------------------------------------------------------ */
-
-/* Output collects until the handler returns (or CONN_OUT_HIGH is passed),
- * then goes to the socket in one writev: pipelined replies and messages
- * cost one system call, not one each. */
-
-/* A written (or dropped) batch: the copied bytes it owned and the callbacks
- * of the memory it referenced. */
-struct write_req {
-	uv_write_t req;
+	struct listener *l = server->data;
+	const struct config_listener *cfg = l->opts.cfg;
+	struct sockaddr_storage ss;
+	int len = sizeof ss;
 	struct conn *c;
-	char *out;
-	struct out_done *dones;
-	unsigned ndones;
-};
+	unsigned n;
 
-static void run_dones(struct out_done *d, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++)
-		d[i].done(d[i].arg);
-}
-
-/* Forgets output not yet handed to the socket (the peer is gone). */
-static void conn_drop_output(struct conn *c)
-{
-	run_dones(c->dones, c->ndones);
-	c->ndones = c->nsegs = 0;
-	c->out_len = c->pending = 0;
-}
-
-static void on_write(uv_write_t *req, int status)
-{
-	struct write_req *w = (struct write_req *)req;
-	struct conn *c = w->c;
-
-	run_dones(w->dones, w->ndones);
-	free(w->dones);
-	free(w->out);
-	free(w);
-	c->busy = c->tcp.write_queue_size != 0;
-	if (status == 0 && !c->paused && !c->closing)
-		uv_timer_again(&c->timer); /* output progressed */
-	if (status < 0 && !c->closing) {
-		log_msg(LOG_INFO, c->lis->opts.proto->name,
-			"sid=%s event=write-error error=%s", c->sid,
+	if (status < 0) {
+		log_msg(LOG_WARN, "core", "event=accept-error error=%s",
 			uv_err_name(status));
-		conn_drop_output(c);
-		conn_close(c);
+		return;
 	}
-	/* Output drained below the mark: take the input held back. */
-	if (c->closing || !conn_out_full(c))
-		conn_dispatch(c, CONN_DATAIN);
+	c = conn_new(server->loop, l->opts.proto, C_OPEN);
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
+	    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0) {
+		c->state = C_DRAINING; /* nothing to drain: closes at once */
+		conn_settle(c);
+		return;
+	}
+	c->lis = l;
+	l->nconns++;
+	ninbound++;
+	conn_set_peer(c, (struct sockaddr *)&ss);
+	uv_tcp_nodelay(&c->tcp, 1);
+	c->idle_ms = cfg->timeout * 1000ull;
+	if (cfg->max_session_time > 0)
+		c->expires =
+		    uv_now(server->loop) + cfg->max_session_time * 1000ull;
+	conn_arm(c);
+	n = ip_count(l, &c->net, +1);
+	if ((max_conns > 0 && ninbound > max_conns) ||
+	    (cfg->max_conn_per_ip > 0 && n > cfg->max_conn_per_ip)) {
+		bool global = max_conns > 0 && ninbound > max_conns;
+		log_msg(LOG_WARN, c->proto->name,
+			"sid=%s event=refused ip=%s reason=%s count=%zu",
+			c->sid, c->peer_text,
+			global ? "global-limit" : "per-ip-limit",
+			global ? ninbound : (size_t)n);
+		conn_puts(c, global ? l->opts.full_reply : l->opts.busy_reply);
+		conn_close(c);
+		return;
+	}
+	log_msg(LOG_INFO, c->proto->name, "sid=%s event=connect ip=%s", c->sid,
+		c->peer_text);
+	c->session = c->proto->open(c, l->opts.ctx);
+	conn_settle(c);
 }
 
-/* Hands the collected output to the socket: written now as far as the
- * kernel takes it, the rest queued with the buffers it needs. This is
- * where a TLS engine would encrypt. */
-static void conn_flush(struct conn *c)
+int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 {
-	struct write_req *w;
-	uv_buf_t *bufs;
-	unsigned n = c->nsegs;
-	size_t done;
-	int r = UV_EAGAIN;
+	struct listener *l = xcalloc(1, sizeof *l);
+	struct sockaddr_storage ss;
+	struct netaddr na;
+	char name[NETADDR_TEXT_MAX + 8];
+	int len = sizeof ss, r;
 
-	if (n == 0)
-		return;
-	if (c->closed) {
-		conn_drop_output(c);
-		return;
-	}
-	if (n > c->cap_iov) {
-		c->cap_iov = n;
-		c->iov = xrealloc(c->iov, n * sizeof *c->iov);
-	}
-	bufs = c->iov;
-	for (unsigned i = 0; i < n; i++) {
-		struct out_seg *sg = &c->segs[i];
-		bufs[i] =
-		    uv_buf_init(sg->base ? (char *)sg->base : c->out + sg->off,
-				(unsigned)sg->len);
-	}
-	if (c->tcp.write_queue_size == 0)
-		r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-	if (r < 0 && r != UV_EAGAIN) {
-		conn_drop_output(c);
-		conn_close(c);
-		return;
-	}
-	done = r > 0 ? (size_t)r : 0;
-	if (done == c->pending) { /* all written: the common case */
-		conn_drop_output(c);
-		return;
-	}
-	while (done >= bufs->len) { /* skip what the kernel took */
-		done -= bufs->len;
-		bufs++, n--;
-	}
-	bufs->base += done;
-	bufs->len -= done;
-	/* The request takes the copied bytes and the callbacks along. */
-	w = xmalloc(sizeof *w);
-	*w = (struct write_req){
-	    .c = c, .out = c->out, .dones = c->dones, .ndones = c->ndones};
-	c->out = NULL;
-	c->dones = NULL;
-	c->out_cap = c->cap_dones = 0;
-	c->ndones = c->nsegs = 0;
-	c->out_len = c->pending = 0;
-	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
+	l->opts = *opts;
+	uv_tcp_init(loop, &l->tcp);
+	l->tcp.data = l;
+	r = config_parse_listen(opts->cfg->listen, &ss) < 0 ? UV_EINVAL : 0;
+	if (r == 0)
+		r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+	if (r == 0)
+		r = uv_listen((uv_stream_t *)&l->tcp, CONN_BACKLOG,
+			      on_connection);
+	if (r == 0)
+		r = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
 	if (r < 0) {
-		on_write(&w->req, r);
+		log_msg(LOG_ERROR, opts->proto->name,
+			"event=listen-error addr=%s error=%s",
+			opts->cfg->listen, uv_strerror(r));
+		uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
+		return r;
+	}
+	/* The address as bound: a v4-mapped one stays as written. */
+	if (ss.ss_family == AF_INET6) {
+		name[0] = '[';
+		uv_ip6_name((struct sockaddr_in6 *)&ss, name + 1,
+			    sizeof name - 1);
+		strcat(name, "]");
+	} else {
+		netaddr_from_sockaddr(&na, (struct sockaddr *)&ss);
+		netaddr_format(&na, name, sizeof name);
+	}
+	log_msg(LOG_INFO, opts->proto->name,
+		"event=listening proto=%s addr=%s:%u", opts->proto->name, name,
+		ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	l->next = listeners;
+	listeners = l;
+	return 0;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+	struct conn *c = req->data;
+
+	free(req);
+	if (c->state != C_CONNECTING)
+		return; /* timed out, closed: it was cancelled */
+	if (status < 0) {
+		c->error = status;
+		log_msg(LOG_INFO, c->proto->name,
+			"sid=%s event=connect-failed ip=%s error=%s", c->sid,
+			c->peer_text, uv_err_name(status));
+		c->state = C_DRAINING;
+		conn_settle(c);
 		return;
 	}
-	c->busy = 1;
+	c->state = C_OPEN;
+	uv_tcp_nodelay(&c->tcp, 1);
+	conn_arm(c);
+	log_msg(LOG_INFO, c->proto->name, "sid=%s event=connected ip=%s",
+		c->sid, c->peer_text);
+	conn_dispatch(c, CONN_OPEN);
 }
 
-static struct out_seg *conn_seg(struct conn *c)
+struct conn *conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
+			  const struct conn_proto *proto, void *session,
+			  unsigned connect_timeout, unsigned idle_timeout)
 {
-	if (c->nsegs == c->cap_segs) {
-		c->cap_segs = c->cap_segs ? 2 * c->cap_segs : 8;
-		c->segs = xrealloc(c->segs, c->cap_segs * sizeof *c->segs);
+	struct conn *c = conn_new(loop, proto, C_CONNECTING);
+	uv_connect_t *req = xmalloc(sizeof *req);
+	int r;
+
+	c->session = session;
+	c->idle_ms = idle_timeout * 1000ull;
+	conn_set_peer(c, addr);
+	req->data = c;
+	r = uv_tcp_connect(req, &c->tcp, addr, on_connect);
+	if (r < 0) {
+		/* Reported from the loop, as promised: the timer fires now. */
+		free(req);
+		c->error = r;
+		uv_timer_start(&c->timer, on_timer, 0, 0);
+	} else {
+		uv_timer_start(&c->timer, on_timer, connect_timeout * 1000ull,
+			       0);
 	}
-	return &c->segs[c->nsegs++];
+	return c;
 }
 
-void conn_write(struct conn *c, const void *p, size_t n)
+void conn_set_max(size_t max)
 {
-	struct out_seg *last = c->nsegs ? &c->segs[c->nsegs - 1] : NULL;
-
-	if (c->closed || n == 0)
-		return;
-	if (c->out_len + n > c->out_cap) {
-		c->out_cap = c->out_len + n < 512 ? 512 : 2 * (c->out_len + n);
-		c->out = xrealloc(c->out, c->out_cap);
-	}
-	memcpy(c->out + c->out_len, p, n);
-	if (last != NULL && last->base == NULL &&
-	    last->off + last->len == c->out_len)
-		last->len += n; /* extends the copied run before it */
-	else
-		*conn_seg(c) = (struct out_seg){NULL, c->out_len, n};
-	c->out_len += n;
-	c->pending += n;
-	if (c->pending >= CONN_OUT_HIGH)
-		conn_flush(c);
+	max_conns = max;
 }
 
-void conn_puts(struct conn *c, const char *s)
-{
-	conn_write(c, s, strlen(s));
-}
-
-void conn_printf(struct conn *c, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	conn_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
-void conn_write_ref(struct conn *c, const uv_buf_t *bufs, unsigned n,
-		    void (*done)(void *arg), void *arg)
-{
-	assert(done != NULL);
-	if (c->closed) {
-		done(arg);
-		return;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		if (bufs[i].len == 0)
-			continue;
-		*conn_seg(c) = (struct out_seg){bufs[i].base, 0, bufs[i].len};
-		c->pending += bufs[i].len;
-	}
-	if (c->ndones == c->cap_dones) {
-		c->cap_dones = c->cap_dones ? 2 * c->cap_dones : 4;
-		c->dones = xrealloc(c->dones, c->cap_dones * sizeof *c->dones);
-	}
-	c->dones[c->ndones++] = (struct out_done){done, arg};
-	if (c->pending >= CONN_OUT_HIGH)
-		conn_flush(c);
-}
-
-bool conn_out_full(struct conn *c)
-{
-	return c->tcp.write_queue_size + c->pending > CONN_OUT_HIGH;
-}
-
-/* --- reading ------------------------------------------------------------ */
+/* --- reading -------------------------------------------------------------- */
 
 static bool conn_held(struct conn *c)
 {
-	return c->paused || c->closing || conn_out_full(c);
+	return c->state != C_OPEN || c->paused || c->more != NULL ||
+	       conn_out_full(c);
 }
 
 void conn_consume(struct conn *c, size_t n)
@@ -463,7 +435,7 @@ static void conn_stash(struct conn *c)
 {
 	if (c->rn == 0) {
 		c->in_len = 0;
-		if (c->in_cap > 4096) { /* give back a grown buffer */
+		if (c->in_cap > IN_KEEP) { /* give back a grown buffer */
 			free(c->in);
 			c->in = NULL;
 			c->in_cap = 0;
@@ -475,7 +447,7 @@ static void conn_stash(struct conn *c)
 		memmove(c->in, c->rp, c->rn);
 	} else {
 		if (c->rn > c->in_cap) {
-			c->in_cap = c->rn < 1024 ? 1024 : c->rn;
+			c->in_cap = c->rn < IN_MIN ? IN_MIN : c->rn;
 			free(c->in);
 			c->in = xmalloc(c->in_cap);
 		}
@@ -485,62 +457,7 @@ static void conn_stash(struct conn *c)
 	c->rp = c->in;
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-	(void)h, (void)hint;
-	*buf = uv_buf_init(shared_buf, sizeof shared_buf);
-}
-
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-/* Runs the protocol's handler (DATAIN only for input it may take now),
- * then settles the connection. The only caller of proto->event. */
-static void conn_dispatch(struct conn *c, enum conn_event ev)
-{
-	if (c->dispatching || c->closed)
-		return;
-	if (ev != CONN_DATAIN || (c->rn > 0 && !conn_held(c))) {
-		c->dispatching = 1;
-		c->lis->opts.proto->event(c, c->session, ev);
-		c->dispatching = 0;
-	}
-	conn_settle(c);
-}
-
-/* After a handler: keep unconsumed input, send replies, and either finish
- * a close or decide whether to read on. */
-static void conn_settle(struct conn *c)
-{
-	bool want;
-
-	if (c->closed)
-		return;
-	conn_stash(c);
-	conn_flush(c);
-	if (c->closing) {
-		if (c->paused)
-			return; /* conn_resume() comes back here */
-		if (!c->busy)
-			conn_finish_close(c);
-		else if (!uv_is_active((uv_handle_t *)&c->timer) ||
-			 uv_timer_get_repeat(&c->timer) != 0)
-			uv_timer_start(&c->timer, on_timer,
-				       CONN_CLOSE_GRACE * 1000, 0);
-		return;
-	}
-	/* Reading goes on while input is held back (a pause, full output),
-	 * up to CONN_IN_MAX buffered: a client that waits for its reply sends
-	 * nothing meanwhile, and stopping and restarting the socket's poll for
-	 * every command would cost two system calls each time. */
-	want = c->rn < CONN_IN_MAX;
-	if (want && !c->reading)
-		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-	else if (!want && c->reading)
-		uv_read_stop((uv_stream_t *)&c->tcp);
-	c->reading = want;
-}
-
-/* Plaintext arrives here; a TLS engine would decrypt first. */
+/* Plaintext arrives here; a TLS engine decrypts first. */
 static void conn_feed(struct conn *c, char *data, size_t n)
 {
 	if (c->in_len == 0) {
@@ -559,15 +476,28 @@ static void conn_feed(struct conn *c, char *data, size_t n)
 	conn_dispatch(c, CONN_DATAIN);
 }
 
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	(void)h, (void)hint;
+	*buf = uv_buf_init(shared_buf, sizeof shared_buf);
+}
+
+/* Forgets output not yet handed to the socket (the peer is gone). */
+static void conn_drop_output(struct conn *c)
+{
+	c->out_off = c->out_len = 0;
+	c->more = NULL;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct conn *c = s->data;
 
-	if (nread == 0)
+	if (nread == 0 || c->state != C_OPEN)
 		return;
 	if (nread < 0) {
 		if (nread != UV_EOF)
-			log_msg(LOG_INFO, c->lis->opts.proto->name,
+			log_msg(LOG_INFO, c->proto->name,
 				"sid=%s event=read-error error=%s", c->sid,
 				uv_err_name((int)nread));
 		conn_drop_output(c);
@@ -576,10 +506,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	/* The idle clock restarts on input, unless we are the slow one (a
 	 * pause) or output is waiting: then only its progress counts, so a
-	 * client that trickles bytes but never reads still times out (and
-	 * releases what its pending output holds, such as map reads). */
-	if (!c->paused && !c->busy)
-		uv_timer_again(&c->timer);
+	 * client that trickles bytes but never reads still times out. */
+	if (!c->paused && c->wreq == NULL)
+		conn_arm(c);
 	conn_feed(c, buf->base, (size_t)nread);
 }
 
@@ -594,124 +523,301 @@ void conn_resume(struct conn *c)
 {
 	assert(c->paused);
 	c->paused = 0;
-	if (!c->closing)
-		uv_timer_again(&c->timer);
+	if (c->state == C_OPEN)
+		conn_arm(c); /* fires at once if the lifetime ran out */
+	else if (c->state == C_DRAINING)
+		uv_timer_start(&c->timer, on_timer, CONN_CLOSE_GRACE * 1000ull,
+			       0);
 	conn_dispatch(c, CONN_DATAIN);
 }
 
-/* --- accepting ---------------------------------------------------------- */
+/* --- writing -------------------------------------------------------------- */
 
-static void conn_make_sid(char sid[13])
+/* Output collects until the handler returns, then goes to the socket in
+ * one write: pipelined replies cost one system call, not one each. What
+ * the kernel does not take at once leaves with the one write request in
+ * flight, which owns those bytes; output queued meanwhile follows when it
+ * completes. This is where a TLS engine encrypts. */
+
+static void on_write(uv_write_t *req, int status)
 {
-	static uint64_t base, next;
+	struct write_req *w = (struct write_req *)req;
+	struct conn *c = w->c;
 
-	if (base == 0 && getrandom(&base, sizeof base, 0) != sizeof base)
-		base = (uint64_t)uv_hrtime();
-	snprintf(sid, 13, "%012llx",
-		 (unsigned long long)((base + next++) & 0xffffffffffffULL));
-}
-
-static void on_connection(uv_stream_t *server, int status)
-{
-	struct listener *l = server->data;
-	const struct config_listener *cfg = l->opts.cfg;
-	struct conn *c;
-	int len = sizeof(struct sockaddr_storage);
-	unsigned n;
-
+	free(w->buf);
+	free(w);
+	if (c->state == C_CLOSED)
+		return; /* cancelled by the close */
+	c->wreq = NULL;
+	c->inflight = 0;
 	if (status < 0) {
-		log_msg(LOG_WARN, "core", "event=accept-error error=%s",
+		log_msg(LOG_INFO, c->proto->name,
+			"sid=%s event=write-error error=%s", c->sid,
 			uv_err_name(status));
-		return;
-	}
-	c = xcalloc(1, sizeof *c);
-	nalloc++;
-	c->lis = l;
-	l->nconns++;
-	uv_tcp_init(server->loop, &c->tcp);
-	uv_timer_init(server->loop, &c->timer);
-	c->tcp.data = c->timer.data = c;
-	c->handles = 2;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0 ||
-	    uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) <
-		0) {
-		l->nconns--;
-		uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-		uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-		return;
-	}
-	netaddr_from_sockaddr(&c->net, (struct sockaddr *)&c->peer);
-	netaddr_format(&c->net, c->peer_text, sizeof c->peer_text);
-	conn_make_sid(c->sid);
-	uv_tcp_nodelay(&c->tcp, 1);
-	c->next = conns;
-	if (conns != NULL)
-		conns->prev = c;
-	conns = c;
-	nconns++;
-	n = ip_count(l, &c->net, +1);
-	uv_timer_start(&c->timer, on_timer, cfg->timeout * 1000ull,
-		       cfg->timeout * 1000ull);
-	if (cfg->max_conn_per_ip > 0 && n > cfg->max_conn_per_ip) {
-		log_msg(
-		    LOG_WARN, l->opts.proto->name,
-		    "sid=%s event=refused ip=%s reason=per-ip-limit count=%u",
-		    c->sid, c->peer_text, n);
-		conn_puts(c, l->opts.busy_reply);
+		conn_drop_output(c);
 		conn_close(c);
 		return;
 	}
-	log_msg(LOG_INFO, l->opts.proto->name, "sid=%s event=connect ip=%s",
-		c->sid, c->peer_text);
-	c->session = l->opts.proto->open(c, l->opts.ctx);
+	if (c->state == C_OPEN && !c->paused)
+		conn_arm(c); /* output progressed */
+	/* Output drained: take the input held back, go on with a stream. */
+	conn_dispatch(c, CONN_DATAIN);
+}
+
+static void conn_flush(struct conn *c)
+{
+	struct write_req *w;
+	uv_buf_t b;
+	int r;
+
+	if (c->out_off == c->out_len || c->wreq != NULL ||
+	    c->state == C_CLOSED || c->state == C_CONNECTING)
+		return;
+	b.base = c->out + c->out_off;
+	b.len = c->out_len - c->out_off;
+	r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+	if (r < 0 && r != UV_EAGAIN) {
+		conn_drop_output(c);
+		conn_close(c);
+		return;
+	}
+	if (r > 0)
+		c->out_off += (size_t)r;
+	if (c->out_off == c->out_len) { /* all written: the common case */
+		c->out_off = c->out_len = 0;
+		if (c->out_cap > OUT_KEEP) {
+			free(c->out);
+			c->out = NULL;
+			c->out_cap = 0;
+		}
+		return;
+	}
+	/* The request takes the buffer along; the queue starts anew. */
+	b.base = c->out + c->out_off;
+	b.len = c->out_len - c->out_off;
+	w = xmalloc(sizeof *w);
+	*w = (struct write_req){.c = c, .buf = c->out};
+	c->out = NULL;
+	c->out_cap = c->out_off = c->out_len = 0;
+	c->wreq = w;
+	c->inflight = b.len;
+	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+	if (r < 0)
+		on_write(&w->req, r);
+}
+
+void conn_write(struct conn *c, const void *p, size_t n)
+{
+	if (c->state == C_CLOSED || n == 0)
+		return;
+	if (c->out_len + n > c->out_cap) {
+		c->out_cap = c->out_len + n < 512 ? 512 : 2 * (c->out_len + n);
+		c->out = xrealloc(c->out, c->out_cap);
+	}
+	memcpy(c->out + c->out_len, p, n);
+	c->out_len += n;
+	if (c->out_len - c->out_off >= CONN_OUT_HIGH)
+		conn_flush(c);
+}
+
+void conn_puts(struct conn *c, const char *s)
+{
+	conn_write(c, s, strlen(s));
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+	char buf[PRINTF_MAX];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	conn_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+void conn_stream(struct conn *c, bool (*more)(struct conn *c, void *arg),
+		 void *arg)
+{
+	assert(c->more == NULL && more != NULL);
+	if (c->state == C_CLOSED || c->state == C_DRAINING)
+		return;
+	c->more = more;
+	c->more_arg = arg;
+}
+
+bool conn_out_full(struct conn *c)
+{
+	return c->inflight + (c->out_len - c->out_off) > CONN_OUT_HIGH;
+}
+
+/* Sends what the handler wrote and produces a stream while output has
+ * room. True when the stream ended and input held back behind it can be
+ * taken now. */
+static bool conn_step(struct conn *c)
+{
+	conn_flush(c);
+	while (c->more != NULL && c->state == C_OPEN && !conn_out_full(c)) {
+		bool done;
+
+		c->dispatching = 1;
+		done = c->more(c, c->more_arg);
+		c->dispatching = 0;
+		if (done)
+			c->more = NULL;
+		conn_flush(c);
+		if (done)
+			return c->rn > 0 && !conn_held(c);
+	}
+	return false;
+}
+
+/* --- dispatch --------------------------------------------------------------
+ */
+
+/* Runs the protocol's handler (DATAIN only for input it may take now),
+ * then settles the connection. The only caller of proto->event. A loop,
+ * not a recursion: thousands of pipelined commands that each end a stream
+ * must not each cost a stack frame. */
+static void conn_dispatch(struct conn *c, enum conn_event ev)
+{
+	if (c->dispatching || c->state == C_CLOSED)
+		return;
+	do {
+		if (ev != CONN_DATAIN || (c->rn > 0 && !conn_held(c))) {
+			c->dispatching = 1;
+			c->proto->event(c, c->session, ev);
+			c->dispatching = 0;
+		}
+		ev = CONN_DATAIN;
+	} while (conn_step(c));
 	conn_settle(c);
 }
 
-int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
+/* After any event: keep unconsumed input, send output, then either finish
+ * a close or decide whether to read on. */
+static void conn_settle(struct conn *c)
 {
-	struct listener *l = xcalloc(1, sizeof *l);
-	struct sockaddr_storage ss;
-	char name[64];
-	int len = sizeof ss, r;
+	bool want;
 
-	l->opts = *opts;
-	uv_tcp_init(loop, &l->tcp);
-	l->tcp.data = l;
-	r = config_parse_listen(opts->cfg->listen, &ss) < 0 ? UV_EINVAL : 0;
-	if (r == 0)
-		r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
-	if (r == 0)
-		r = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
-	if (r == 0)
-		r = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
-	if (r < 0) {
-		log_msg(LOG_ERROR, opts->proto->name,
-			"event=listen-error addr=%s error=%s",
-			opts->cfg->listen, uv_strerror(r));
-		uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)free);
-		return r;
+	if (c->state == C_CLOSED || c->dispatching)
+		return;
+	conn_stash(c);
+	conn_flush(c);
+	if (c->state == C_DRAINING) {
+		if (!c->paused && c->wreq == NULL && c->out_off == c->out_len)
+			conn_finish(c);
+		return;
 	}
-	if (ss.ss_family == AF_INET6) {
-		name[0] = '[';
-		uv_ip6_name((struct sockaddr_in6 *)&ss, name + 1,
-			    sizeof name - 8);
-		snprintf(name + strlen(name), 8, "]:%u",
-			 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-	} else {
-		uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name - 8);
-		snprintf(name + strlen(name), 8, ":%u",
-			 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	/* Reading goes on while input is held back (a pause, full output),
+	 * up to CONN_IN_MAX buffered: a client that waits for its reply sends
+	 * nothing meanwhile, and stopping and restarting the socket's poll for
+	 * every command would cost two system calls each time. */
+	want = c->state == C_OPEN && c->rn < CONN_IN_MAX;
+	if (want && !c->reading)
+		uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+	else if (!want && c->reading)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = want;
+}
+
+/* --- timers ----------------------------------------------------------------
+ */
+
+static void on_timer(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	bool lifetime;
+
+	switch (c->state) {
+	case C_CONNECTING:
+		if (c->error == 0) {
+			c->error = UV_ETIMEDOUT;
+			log_msg(LOG_INFO, c->proto->name,
+				"sid=%s event=connect-failed ip=%s error=%s",
+				c->sid, c->peer_text, uv_err_name(c->error));
+		}
+		c->state = C_DRAINING;
+		conn_settle(c);
+		break;
+	case C_OPEN:
+		lifetime = c->expires != 0 && uv_now(t->loop) >= c->expires;
+		log_msg(LOG_INFO, c->proto->name, "sid=%s event=%s", c->sid,
+			lifetime ? "lifetime-exceeded" : "timeout");
+		conn_dispatch(c, lifetime ? CONN_LIFETIME : CONN_TIMEOUT);
+		break;
+	case C_DRAINING:
+		/* The peer did not read its last replies in time. */
+		conn_finish(c);
+		break;
+	case C_CLOSED:
+		break;
 	}
-	log_msg(LOG_INFO, opts->proto->name, "event=listening proto=%s addr=%s",
-		opts->proto->name, name);
-	l->next = listeners;
-	listeners = l;
-	return 0;
+}
+
+/* --- death -----------------------------------------------------------------
+ */
+
+void conn_close(struct conn *c)
+{
+	if (c->state == C_DRAINING || c->state == C_CLOSED)
+		return;
+	if (c->state == C_CONNECTING)
+		c->error = UV_ECANCELED;
+	c->state = C_DRAINING;
+	c->more = NULL; /* a stream ends here; what is queued still goes */
+	if (c->reading)
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	c->reading = 0;
+	/* Inside a handler, or with an operation pending, the close completes
+	 * when that returns (conn_settle) or resumes (conn_resume). */
+	if (!c->paused)
+		uv_timer_start(&c->timer, on_timer, CONN_CLOSE_GRACE * 1000ull,
+			       0);
+	if (!c->dispatching && !c->paused)
+		conn_settle(c);
+}
+
+bool conn_closing(struct conn *c)
+{
+	return c->state != C_OPEN;
+}
+
+/* Really closes: the session goes, the handles follow. Never while paused:
+ * the pending operation still holds the connection. */
+static void conn_finish(struct conn *c)
+{
+	assert(!c->paused);
+	if (c->state == C_CLOSED)
+		return;
+	c->state = C_CLOSED;
+	c->more = NULL;
+	if (c->session != NULL)
+		c->proto->free(c->session);
+	c->session = NULL;
+	if (c->lis != NULL) {
+		ip_count(c->lis, &c->net, -1);
+		ninbound--;
+		if (--c->lis->nconns == 0 && c->lis->closed)
+			listener_free(c->lis);
+	}
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	nconns--;
+	uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+	uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
 }
 
 static void listener_free(struct listener *l)
 {
-	for (int i = 0; i < 256; i++)
+	for (int i = 0; i < IP_BUCKETS; i++)
 		while (l->ips[i] != NULL) {
 			struct ipcount *e = l->ips[i];
 			l->ips[i] = e->next;
@@ -740,11 +846,11 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 	}
 	for (c = conns; c != NULL; c = next) {
 		next = c->next;
-		if (c->closing)
+		if (c->state != C_OPEN && c->state != C_CONNECTING)
 			continue;
 		/* A paused connection awaits a reply (a 250 after its commit):
 		 * no farewell may come before it, so it just closes after. */
-		if (!c->paused)
+		if (!c->paused && c->state == C_OPEN)
 			conn_dispatch(c, CONN_SHUTDOWN);
 		conn_close(c);
 	}
@@ -760,7 +866,8 @@ size_t conn_count(void)
 	return nconns;
 }
 
-/* --- who ---------------------------------------------------------------- */
+/* --- who -------------------------------------------------------------------
+ */
 
 const char *conn_sid(struct conn *c)
 {
@@ -772,17 +879,12 @@ const char *conn_peer(struct conn *c)
 	return c->peer_text;
 }
 
-const struct sockaddr *conn_peer_addr(struct conn *c)
-{
-	return (const struct sockaddr *)&c->peer;
-}
-
 const struct netaddr *conn_peer_net(struct conn *c)
 {
 	return &c->net;
 }
 
-uv_loop_t *conn_loop(struct conn *c)
+int conn_error(struct conn *c)
 {
-	return c->tcp.loop;
+	return c->error;
 }

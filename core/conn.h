@@ -1,24 +1,32 @@
 /*
- * conn.h - the connection layer: TCP listeners, per-connection line reader,
- * write queue, idle timeout, per-IP limit and orderly close.
+ * conn.h - the connection layer: TCP listeners and outbound connections,
+ * the line reader, the write path, timeouts, per-IP and global limits and
+ * an orderly close.
  *
- * It is the only code that knows libuv sockets (and, in time, BearSSL: a TLS
- * engine slots in between the socket and conn_feed()/conn_send() in conn.c).
- * A protocol is a struct conn_proto: it gets a session per connection and
- * events, and reads with conn_getline()/conn_peek(), writes with
- * conn_write()/conn_printf()/conn_write_ref().
+ * It is the only code that knows libuv sockets (and, with TLS, BearSSL: the
+ * engine sits in the write path, between the plaintext queue and the
+ * socket, and in front of the reader). A connection owns its protocol and
+ * session; protocols see events and these calls, never a socket.
  *
  * Input: bytes are read into one buffer shared by every connection; only
  * what a protocol leaves unconsumed (an unfinished line, or input behind a
  * paused command) is copied into a buffer of the connection's own, created
- * on demand. So an idle connection holds no read buffer.
+ * on demand and given back when it empties. So an idle connection holds no
+ * read buffer.
+ *
+ * Output: conn_write() copies into the connection's plaintext queue; the
+ * queue goes to the transport when the handler returns (one writev for a
+ * whole pipelined batch of replies), and keeps its place across write
+ * completions. A long reply (a POP3 RETR) is produced piece by piece with
+ * conn_stream(), so it never holds more than CONN_OUT_HIGH of output, nor
+ * anything of the store, while the peer is slow to read.
  *
  * Flow control (PIPELINING by backpressure): conn_getline() and conn_peek()
  * answer "again" while the connection is paused (the protocol waits on
- * async work: a commit, a password check) or while its queued output is over
- * CONN_OUT_HIGH; input is buffered meanwhile (reading from the socket stops
- * at CONN_IN_MAX), and a new CONN_DATAIN delivers it once conn_resume() is
- * called or the output drains.
+ * async work: a commit, a password check), while a stream is being
+ * produced, or while its output is over CONN_OUT_HIGH; input is buffered
+ * meanwhile (reading from the socket stops at CONN_IN_MAX), and a new
+ * CONN_DATAIN delivers it when that ends.
  *
  * Lifetime: handlers never free. conn_close() closes once queued output has
  * been written; a paused connection is never freed: its pending operation
@@ -36,27 +44,35 @@
 #include "core/config.h"
 #include "core/netaddr.h"
 
-#define CONN_READ_BUF	 (64u << 10) /* the shared read buffer */
+#define CONN_READ_BUF	 (64u << 10) /* the shared read buffer: one read */
 #define CONN_IN_MAX	 (64u << 10) /* own buffer cap: one read + a line */
 #define CONN_OUT_HIGH	 (64u << 10) /* stop reading above this much output */
 #define CONN_CLOSE_GRACE 10	     /* seconds to drain output on close */
+#define CONN_BACKLOG                                                           \
+	511 /* listen(2) backlog: nginx's default,                             \
+	     * the kernel caps it at somaxconn */
 
 struct conn;
 
 enum conn_event {
+	CONN_OPEN,     /* an outbound connection is established */
 	CONN_DATAIN,   /* input is buffered: read it with conn_getline/peek */
 	CONN_TIMEOUT,  /* idle too long: write a farewell and conn_close() */
+	CONN_LIFETIME, /* the session's time is up (max_session_time): the
+			* same, with its own farewell */
 	CONN_SHUTDOWN, /* the server stops: write a farewell (not sent to a
 			* paused connection, whose reply is still due) */
 };
 
 struct conn_proto {
 	const char *name; /* "smtp", "pop3": for logs */
-	/* A connection was accepted: create the session, write the greeting.
-	 * ctx is the listener's. Never NULL. */
+	/* An inbound connection was accepted: create the session, write the
+	 * greeting. ctx is the listener's. Never NULL. Unused for outbound
+	 * connections, whose caller brings the session. */
 	void *(*open)(struct conn *c, void *ctx);
 	void (*event)(struct conn *c, void *session, enum conn_event ev);
-	/* Frees the session; the connection is gone (no conn_* calls). */
+	/* Frees the session; the connection is gone (no conn_* calls but
+	 * conn_sid, conn_peer and conn_error on it). */
 	void (*free)(void *session);
 };
 
@@ -65,6 +81,7 @@ struct conn_listen_opts {
 	void *ctx; /* handed to proto->open */
 	const struct config_listener *cfg;
 	const char *busy_reply; /* written when over max_conn_per_ip */
+	const char *full_reply; /* written when over the global cap */
 };
 
 /* Starts listening on cfg->listen ("host:port", "[v6]:port"; port 0 picks
@@ -72,19 +89,32 @@ struct conn_listen_opts {
  * negative libuv error (logged). */
 int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts);
 
+/* Connects to addr (outbound: a mail exchanger, a smarthost). The session
+ * is the caller's; proto->event(c, session, CONN_OPEN) runs once the
+ * connection is up, and from then on it is like any other. If it cannot be
+ * made within connect_timeout seconds it closes: proto->free(session) runs
+ * (from the loop, never from inside this call) and conn_error() says why.
+ * idle_timeout applies once open. */
+struct conn *conn_connect(uv_loop_t *loop, const struct sockaddr *addr,
+			  const struct conn_proto *proto, void *session,
+			  unsigned connect_timeout, unsigned idle_timeout);
+
+/* At most max connections at once, all listeners together (0: no cap);
+ * a connection over it gets its listener's full_reply and is closed. */
+void conn_set_max(size_t max);
+
 /* Closes every listener and sends CONN_SHUTDOWN to every connection, which
  * closes once its pending operation has finished and its output drained
- * (CONN_CLOSE_GRACE at most). done(arg) runs when the last one is gone,
- * its pending writes' callbacks run. */
+ * (CONN_CLOSE_GRACE at most). done(arg) runs when the last one is gone. */
 void conn_shutdown(void (*done)(void *arg), void *arg);
 
-/* Number of open connections (all listeners). */
+/* Number of open connections (all listeners and outbound). */
 size_t conn_count(void);
 
 /* --- reading ----------------------------------------------------------- */
 
 enum conn_line {
-	CONN_AGAIN = 0,	   /* no complete line yet (or paused / output full) */
+	CONN_AGAIN = 0,	   /* no complete line yet (or input held back) */
 	CONN_LINE,	   /* a line ending in CRLF */
 	CONN_LINE_BARELF,  /* a line ending in a bare LF */
 	CONN_LINE_TOOLONG, /* longer than max: discarded up to its LF */
@@ -99,12 +129,13 @@ enum conn_line conn_getline(struct conn *c, size_t max, char **line,
 			    size_t *len);
 
 /* Points *p at all buffered input (*n octets) for byte-level parsers;
- * returns false (and *n = 0) when there is none or reading is held back.
+ * returns false (and *n = 0) when there is none or input is held back.
  * Consume what was used with conn_consume(). */
 bool conn_peek(struct conn *c, const char **p, size_t *n);
 void conn_consume(struct conn *c, size_t n);
 
-/* Holds input back until conn_resume(); the idle timer stops meanwhile. */
+/* Holds input back until conn_resume(); the idle clock stops meanwhile
+ * (the wait is ours, not the client's). */
 void conn_pause(struct conn *c);
 /* Delivers buffered input again, or completes a close requested while
  * paused. Call from the pending operation's callback, not from inside the
@@ -113,19 +144,23 @@ void conn_resume(struct conn *c);
 
 /* --- writing ----------------------------------------------------------- */
 
-/* Queue bytes (copied); sent when the handler returns or the queue grows. */
+/* Queue bytes (copied); sent when the handler returns. */
 void conn_write(struct conn *c, const void *p, size_t n);
 void conn_puts(struct conn *c, const char *s);
 void conn_printf(struct conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Sends n buffers without copying them (after everything queued before).
- * done(arg) runs once they are written or dropped; it may run before this
- * returns. The memory must stay valid until then. */
-void conn_write_ref(struct conn *c, const uv_buf_t *bufs, unsigned n,
-		    void (*done)(void *arg), void *arg);
+/* Produces a long reply piece by piece: more(c, arg) is called whenever the
+ * queued output is below CONN_OUT_HIGH, writes the next piece with
+ * conn_write, and returns true once the reply is complete. Input is held
+ * back until then. If the connection closes first, more is simply not
+ * called again (the session's free releases what arg holds). One stream
+ * at a time. */
+void conn_stream(struct conn *c, bool (*more)(struct conn *c, void *arg),
+		 void *arg);
 
-/* True while queued output is over CONN_OUT_HIGH. */
+/* True while queued output (plaintext not yet written) is over
+ * CONN_OUT_HIGH. */
 bool conn_out_full(struct conn *c);
 
 /* Closes after queued output is written. Idempotent. */
@@ -135,10 +170,11 @@ bool conn_closing(struct conn *c);
 /* --- who ---------------------------------------------------------------- */
 
 const char *conn_sid(struct conn *c);  /* session id for logs */
-const char *conn_peer(struct conn *c); /* client IP as text */
-const struct sockaddr *conn_peer_addr(struct conn *c);
+const char *conn_peer(struct conn *c); /* peer IP as text (normalised) */
 /* The peer normalised (v4-mapped -> IPv4): what limits and rules use. */
 const struct netaddr *conn_peer_net(struct conn *c);
-uv_loop_t *conn_loop(struct conn *c);
+/* Why an outbound connection ended: 0, or a negative libuv error
+ * (UV_ETIMEDOUT, UV_ECONNREFUSED, ...). */
+int conn_error(struct conn *c);
 
 #endif

@@ -14,12 +14,12 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define NETADDR_TEXT_MAX 46 /* INET6_ADDRSTRLEN */
+#define NETADDR_TEXT_MAX       46 /* INET6_ADDRSTRLEN */
 #define NETADDR_V6_CLIENT_BITS 64 /* one IPv6 client is one /64 */
 
 struct netaddr {
-	int family;		/* AF_INET or AF_INET6 */
-	unsigned char b[16];	/* 4 octets for AF_INET, network order */
+	int family;	     /* AF_INET or AF_INET6 */
+	unsigned char b[16]; /* 4 octets for AF_INET, network order */
 };
 
 /* Fills a from sa (AF_INET or AF_INET6), unmapping v4-mapped addresses.

@@ -27,6 +27,13 @@ struct pop3_msg {
 	uint64_t id, size;
 };
 
+/* Where a RETR/TOP reply is: message id and octets sent of end. */
+struct pop3_send {
+	uint64_t id;
+	size_t off, end;
+	bool bol; /* the next octet starts a line */
+};
+
 struct pop3_lock {
 	struct pop3_lock *next;
 	char user[];
@@ -39,12 +46,9 @@ struct pop3_session {
 	bool auth_wait; /* AUTH PLAIN sent "+ ", the response comes next */
 	bool locked;	/* holds the maildrop lock for user */
 	unsigned errors;
-	char *user;		/* from USER, then the logged-in user */
-	struct timer *delay;	/* login_delay after a failure; RETR retry */
-	struct timer *retry_timer;
-	struct pop3_msg *retry; /* a RETR/TOP waiting for the store */
-	long retry_lines;
-	unsigned retries;
+	char *user;	       /* from USER, then the logged-in user */
+	struct timer *delay;   /* login_delay after a failure */
+	struct pop3_send send; /* the RETR/TOP being sent */
 	struct pop3_msg *msgs;
 	unsigned nmsgs;
 	struct store_job job;
@@ -180,8 +184,7 @@ static void pop3_login_ok(struct pop3_session *s)
 	}
 	s->state = P_TRANS;
 	log_msg(LOG_INFO, "pop3", "sid=%s event=login ip=%s user=%s msgs=%u",
-		conn_sid(s->c), conn_peer(s->c),
-		log_str(s->user), s->nmsgs);
+		conn_sid(s->c), conn_peer(s->c), log_str(s->user), s->nmsgs);
 	ev = (struct event){EVENT_LOGIN, "pop3", s->user, conn_peer_net(s->c)};
 	event_emit(&ev);
 	pop3_reply(s, "+OK Logged in.");
@@ -214,8 +217,7 @@ static void pop3_auth_done(void *arg, enum auth_result r)
 	}
 	auth_failed(conn_peer_net(s->c));
 	log_msg(LOG_WARN, "pop3", "sid=%s event=auth-failed ip=%s user=%s",
-		conn_sid(s->c), conn_peer(s->c),
-		log_str(s->user));
+		conn_sid(s->c), conn_peer(s->c), log_str(s->user));
 	if (delay == 0) {
 		pop3_auth_failed(s);
 		return;
@@ -403,74 +405,86 @@ static void pop3_uidl(struct pop3_session *s, char *arg)
 	pop3_listing(s, arg, true);
 }
 
-/* An in-flight RETR/TOP: the read transaction keeps the mapped bytes valid
- * until the socket has taken them. */
-struct pop3_send {
-	struct store_txn *txn;
-	uv_buf_t *bufs;
-};
+/* A RETR/TOP reply goes out piece by piece (conn_stream): each piece
+ * finds the message again in a read transaction of its own, copies at most
+ * POP3_PIECE octets out of the map and ends the transaction. So a client
+ * that stops reading holds nothing of the store (the map may grow, other
+ * sessions commit), and its output is bounded by the connection layer. */
 
-static void pop3_send_done(void *arg)
+/* Queues data[0..n) byte-stuffed (RFC 1939 3: a line starting with "."
+ * gets one more). s->send.bol says whether data starts a line. */
+static void pop3_stuff(struct pop3_session *s, const char *data, size_t n)
 {
-	struct pop3_send *ps = arg;
+	const char *p = data, *end = data + n, *dot;
 
-	store_txn_abort(ps->txn);
-	free(ps->bufs);
-	free(ps);
-}
-
-/* Sends data[0..len) byte-stuffed (RFC 1939 3: a line starting with "."
- * gets one more) and the final ".", straight from the map. */
-static void pop3_send_stuffed(struct pop3_session *s, struct store_txn *txn,
-			      const char *data, size_t len)
-{
-	struct pop3_send *ps = xmalloc(sizeof *ps);
-	unsigned n = 0, cap = 8;
-	const char *p = data, *end = data + len, *line;
-
-	ps->txn = txn;
-	ps->bufs = xmalloc(cap * sizeof *ps->bufs);
-	for (line = p; line < end; line = p) {
-		const char *lf = memchr(line, '\n', (size_t)(end - line));
-		p = lf ? lf + 1 : end;
-		if (*line != '.')
-			continue;
-		if (n + 3 > cap)
-			ps->bufs =
-			    xrealloc(ps->bufs, (cap *= 2) * sizeof *ps->bufs);
-		if (line > data)
-			ps->bufs[n++] =
-			    uv_buf_init((char *)data, (unsigned)(line - data));
-		ps->bufs[n++] = uv_buf_init(".", 1);
-		data = line;
+	while (p < end) {
+		if (s->send.bol && *p == '.')
+			conn_write(s->c, ".", 1);
+		/* Runs up to the next line that starts with a dot. */
+		dot = memmem(p, (size_t)(end - p), "\n.", 2);
+		dot = dot != NULL ? dot + 1 : end;
+		conn_write(s->c, p, (size_t)(dot - p));
+		s->send.bol = dot[-1] == '\n';
+		p = dot;
 	}
-	if (n + 3 > cap)
-		ps->bufs = xrealloc(ps->bufs, (cap += 3) * sizeof *ps->bufs);
-	if (end > data)
-		ps->bufs[n++] =
-		    uv_buf_init((char *)data, (unsigned)(end - data));
-	if (len >= 2 && (end[-2] != '\r' || end[-1] != '\n'))
-		ps->bufs[n++] = uv_buf_init("\r\n", 2);
-	ps->bufs[n++] = uv_buf_init(".\r\n", 3);
-	conn_write_ref(s->c, ps->bufs, n, pop3_send_done, ps);
 }
 
-/* RETR (lines < 0) or TOP (header and `lines` body lines), from the map
- * of a read transaction that ends once the socket has taken the bytes. */
-static void pop3_send_msg(struct pop3_session *s, struct store_txn *txn,
-			  struct pop3_msg *m, long lines)
+/* The next piece of the reply; true once it is complete. */
+static bool pop3_send_more(struct conn *c, void *arg)
 {
+	struct pop3_session *s = arg;
+	struct store_txn *txn;
+	const void *data;
+	size_t len, n;
+	int r;
+
+	r = store_txn_begin(s->srv->st, false, &txn);
+	if (r == 0)
+		r = store_msg_get(txn, s->send.id, &data, &len);
+	if (r == 0 && len < s->send.end)
+		r = -EIO; /* not the message we began to send */
+	if (r < 0) {
+		/* Half a reply is out: the only honest end is to hang up. */
+		store_txn_abort(txn);
+		log_msg(LOG_ERROR, "pop3", "sid=%s event=retr-failed error=%s",
+			conn_sid(c), strerror(-r));
+		conn_close(c);
+		return true;
+	}
+	n = s->send.end - s->send.off;
+	if (n > POP3_PIECE)
+		n = POP3_PIECE;
+	pop3_stuff(s, (const char *)data + s->send.off, n);
+	store_txn_abort(txn);
+	s->send.off += n;
+	if (s->send.off < s->send.end)
+		return false;
+	/* A message always ends in CRLF; a TOP cut does at a line end. */
+	conn_puts(c, s->send.bol ? ".\r\n" : "\r\n.\r\n");
+	return true;
+}
+
+/* RETR (lines < 0) or TOP (header and `lines` body lines). */
+static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
+{
+	struct store_txn *txn;
 	const void *data;
 	const char *p, *end;
 	size_t len;
+	int r;
 
-	if (store_msg_get(txn, m->id, &data, &len) < 0) {
-		store_txn_abort(txn);
+	r = store_txn_begin(s->srv->st, false, &txn);
+	if (r == 0)
+		r = store_msg_get(txn, m->id, &data, &len);
+	store_txn_abort(txn);
+	if (r < 0) {
 		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
 		return;
 	}
-	p = data, end = p + len;
 	if (lines >= 0) {
+		/* The map may move between pieces: keep offsets, not
+		 * pointers. */
+		p = data, end = p + len;
 		const char *body = memmem(p, len, "\r\n\r\n", 4);
 		p = body ? body + 4 : end;
 		for (; lines > 0 && p < end; lines--) {
@@ -482,48 +496,8 @@ static void pop3_send_msg(struct pop3_session *s, struct store_txn *txn,
 	} else {
 		conn_printf(s->c, "+OK %zu octets\r\n", len);
 	}
-	pop3_send_stuffed(s, txn, data, len);
-}
-
-/* While the store's map is being resized a read may have to wait: the
- * command is kept, input paused, and tried again shortly. */
-static void pop3_retry(void *arg)
-{
-	struct pop3_session *s = arg;
-	struct store_txn *txn;
-	int r = store_txn_begin(s->srv->st, false, &txn);
-
-	/* Bounded: this session's own sends still in flight may be what the
-	 * resize waits for, so after a while it answers and moves on. */
-	if (r == -EAGAIN && ++s->retries < POP3_RETRY_MAX) {
-		timer_start(s->retry_timer, POP3_RETRY_MS);
-		return;
-	}
-	s->retries = 0;
-	if (r < 0)
-		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
-	else
-		pop3_send_msg(s, txn, s->retry, s->retry_lines);
-	conn_resume(s->c);
-}
-
-static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
-{
-	struct store_txn *txn;
-	int r = store_txn_begin(s->srv->st, false, &txn);
-
-	if (r == -EAGAIN) {
-		s->retry = m;
-		s->retry_lines = lines;
-		conn_pause(s->c);
-		if (s->retry_timer == NULL)
-			s->retry_timer = timer_new(pop3_retry, s);
-		timer_start(s->retry_timer, POP3_RETRY_MS);
-	} else if (r < 0) {
-		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
-	} else {
-		pop3_send_msg(s, txn, m, lines);
-	}
+	s->send = (struct pop3_send){.id = m->id, .end = len, .bol = true};
+	conn_stream(s->c, pop3_send_more, s);
 }
 
 static void pop3_retr(struct pop3_session *s, char *arg)
@@ -605,8 +579,7 @@ static void pop3_update_done(void *arg, int rc)
 
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "pop3",
 		"sid=%s event=update user=%s result=%s", conn_sid(s->c),
-		log_str(s->user),
-		rc == 0 ? "ok" : strerror(-rc));
+		log_str(s->user), rc == 0 ? "ok" : strerror(-rc));
 	pop3_reply(s, rc == 0 ? "+OK Logging out."
 			      : "-ERR [SYS/TEMP] Deleting messages failed.");
 	conn_close(s->c);
@@ -717,6 +690,12 @@ static void pop3_event(struct conn *c, void *session, enum conn_event ev)
 		pop3_reply(s, "-ERR Disconnected for inactivity.");
 		conn_close(c);
 		break;
+	case CONN_LIFETIME:
+		pop3_reply(s, "-ERR Session time limit exceeded.");
+		conn_close(c);
+		break;
+	case CONN_OPEN: /* outbound only */
+		break;
 	case CONN_SHUTDOWN:
 		pop3_reply(s, "-ERR Server shutting down.");
 		break;
@@ -730,7 +709,6 @@ static void pop3_free(void *session)
 	/* A drop without QUIT deletes nothing: RFC 1939 6. */
 	pop3_unlock(s);
 	timer_free(s->delay);
-	timer_free(s->retry_timer);
 	free(s->user);
 	free(s->msgs);
 	free(s);
@@ -746,4 +724,6 @@ void pop3_server_init(struct pop3_server *srv, const struct config *cfg,
 	srv->st = st;
 	snprintf(srv->busy_reply, sizeof srv->busy_reply,
 		 "-ERR [SYS/TEMP] Too many connections from your address.\r\n");
+	snprintf(srv->full_reply, sizeof srv->full_reply,
+		 "-ERR [SYS/TEMP] Too many connections, try again later.\r\n");
 }

@@ -12,15 +12,14 @@
 #define POP3_CMD_MAX	255  /* RFC 2449 4: commands up to 255 octets */
 #define POP3_AUTH_MAX	1024 /* an AUTH PLAIN line: two names + password */
 #define POP3_ERRORS_MAX 20   /* bad commands before we hang up */
-#define POP3_RETRY_MS	5    /* wait while the store's map is resized, */
-#define POP3_RETRY_MAX	200  /* ... a second at most, then -ERR [SYS/TEMP] */
+#define POP3_PIECE	(32u << 10) /* RETR octets copied per store read */
 
 struct pop3_lock;
 
 struct pop3_server {
 	const struct config *cfg;
 	struct store *st;
-	char busy_reply[80];
+	char busy_reply[80], full_reply[80];
 	struct pop3_lock *locks; /* mailboxes in use: one session each */
 };
 

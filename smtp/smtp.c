@@ -629,9 +629,17 @@ static void smtp_event(struct conn *c, void *session, enum conn_event ev)
 			    s->srv->cfg->hostname);
 		conn_close(c);
 		break;
+	case CONN_LIFETIME:
+		conn_printf(c,
+			    "421 4.4.2 %s Error: session time limit exceeded\r\n",
+			    s->srv->cfg->hostname);
+		conn_close(c);
+		break;
 	case CONN_SHUTDOWN:
 		conn_printf(c, "421 4.3.2 %s Service shutting down\r\n",
 			    s->srv->cfg->hostname);
+		break;
+	case CONN_OPEN: /* outbound only */
 		break;
 	}
 }
@@ -658,5 +666,8 @@ void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 	snprintf(srv->busy_reply, sizeof srv->busy_reply,
 		 "421 4.7.0 %s Error: too many connections from your "
 		 "address\r\n",
+		 cfg->hostname);
+	snprintf(srv->full_reply, sizeof srv->full_reply,
+		 "421 4.3.2 %s Error: too many connections, try again later\r\n",
 		 cfg->hostname);
 }

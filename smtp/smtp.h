@@ -17,7 +17,7 @@
 struct smtp_server {
 	const struct config *cfg;
 	struct store *st;
-	char busy_reply[CONFIG_STR_MAX + 80];
+	char busy_reply[CONFIG_STR_MAX + 80], full_reply[CONFIG_STR_MAX + 80];
 	uint64_t accepted, refused; /* messages, for the stats line */
 };
 

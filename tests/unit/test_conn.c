@@ -11,8 +11,11 @@
  *   "<text>" CRLF  -> "LINE <text>"      "<text>" LF -> "BARELF <text>"
  *   too long       -> "TOOLONG"          "QUIT"      -> "BYE", then closes
  *   "PAUSE [ms]"   -> conn_pause(); after ms (10) "RESUMED", conn_resume()
- * It greets with "HI", says "IDLE" on CONN_TIMEOUT and "SHUTDOWN" on
- * CONN_SHUTDOWN, and closes after both, as conn.h asks.
+ *   "S n len"      -> conn_stream(): n lines "S<i>" padded with dots to len
+ *                     octets (CRLF included), one per call of the producer
+ * It greets with "HI", says "IDLE" on CONN_TIMEOUT, "LIFE" on
+ * CONN_LIFETIME and "SHUTDOWN" on CONN_SHUTDOWN, and closes after them, as
+ * conn.h asks.
  *
  * The client thread never asserts (cmocka cannot fail from another
  * thread): it records transcripts and its first error, and the test
@@ -39,9 +42,10 @@
 
 #include "core/conn.h"
 
-#define TP_LINE_MAX    16    /* octets per line, line end included */
-#define CLIENT_WAIT_MS 10000 /* the client gives up on a silent server */
-#define PIECE_GAP_US   2000  /* between pieces, so each is its own read */
+#define TP_LINE_MAX	16    /* octets per line, line end included */
+#define CLIENT_WAIT_MS	10000 /* the client gives up on a silent server */
+#define PIECE_GAP_US	2000  /* between pieces, so each is its own read */
+#define STREAM_LINE_MAX 65536 /* octets per streamed line, at most */
 
 /* --- the test protocol -------------------------------------------------- */
 
@@ -49,11 +53,16 @@ struct tp_session {
 	struct conn *c;
 	uv_timer_t resume; /* initialised on the first PAUSE */
 	bool has_timer;
+	unsigned stream_next, stream_n, stream_len;
 };
 
 static struct {
-	int opened, freed, timeouts, shutdowns;
+	int opened, freed, timeouts, shutdowns, lifetimes;
+	_Atomic unsigned
+	    pieces; /* stream lines produced (read by the client) */
 } stats;
+
+static uv_loop_t *tp_loop; /* the loop run_server runs */
 
 static void *tp_open(struct conn *c, void *ctx)
 {
@@ -79,13 +88,27 @@ static void on_resume_timer(uv_timer_t *t)
 static void tp_pause(struct tp_session *s, const char *arg)
 {
 	if (!s->has_timer) {
-		uv_timer_init(conn_loop(s->c), &s->resume);
+		uv_timer_init(tp_loop, &s->resume);
 		s->resume.data = s;
 		s->has_timer = true;
 	}
 	conn_pause(s->c);
 	uv_timer_start(&s->resume, on_resume_timer,
 		       *arg == ' ' ? strtoull(arg + 1, NULL, 10) : 10, 0);
+}
+
+static bool tp_stream_more(struct conn *c, void *arg)
+{
+	struct tp_session *s = arg;
+	static char line[STREAM_LINE_MAX];
+	size_t len = s->stream_len;
+	int n = snprintf(line, len, "S%u", s->stream_next++);
+
+	memset(line + n, '.', len - (size_t)n - 2);
+	memcpy(line + len - 2, "\r\n", 2);
+	conn_write(c, line, len);
+	stats.pieces++;
+	return s->stream_next == s->stream_n;
 }
 
 static void tp_event(struct conn *c, void *session, enum conn_event ev)
@@ -95,6 +118,13 @@ static void tp_event(struct conn *c, void *session, enum conn_event ev)
 	size_t len;
 
 	switch (ev) {
+	case CONN_OPEN:
+		return;
+	case CONN_LIFETIME:
+		stats.lifetimes++;
+		conn_puts(c, "LIFE\r\n");
+		conn_close(c);
+		return;
 	case CONN_TIMEOUT:
 		stats.timeouts++;
 		conn_puts(c, "IDLE\r\n");
@@ -121,6 +151,18 @@ static void tp_event(struct conn *c, void *session, enum conn_event ev)
 			if (strncmp(line, "PAUSE", 5) == 0) {
 				tp_pause(s, line + 5);
 				return;
+			}
+			if (strncmp(line, "S ", 2) == 0) {
+				s->stream_next = 0;
+				s->stream_n =
+				    (unsigned)strtoul(line + 2, &line, 10);
+				s->stream_len =
+				    (unsigned)strtoul(line, NULL, 10);
+				if (s->stream_len < 8 ||
+				    s->stream_len > STREAM_LINE_MAX)
+					abort(); /* a broken test */
+				conn_stream(c, tp_stream_more, s);
+				continue; /* the next line waits for the end */
 			}
 			conn_printf(c, "LINE %s\r\n", line);
 			break;
@@ -221,13 +263,18 @@ static int free_port(void)
  * its thread, until the client is done and conn_shutdown() has closed
  * everything. Then checks the loop closes clean and the client had no
  * error. */
+static unsigned next_lifetime; /* max_session_time of the next run */
+
 static void run_server(unsigned timeout, unsigned max_per_ip,
 		       void (*client)(void *), void *arg)
 {
 	struct config_listener cfg = {.timeout = timeout,
-				      .max_conn_per_ip = max_per_ip};
-	struct conn_listen_opts opts = {
-	    .proto = &tp_proto, .cfg = &cfg, .busy_reply = "BUSY\r\n"};
+				      .max_conn_per_ip = max_per_ip,
+				      .max_session_time = next_lifetime};
+	struct conn_listen_opts opts = {.proto = &tp_proto,
+					.cfg = &cfg,
+					.busy_reply = "BUSY\r\n",
+					.full_reply = "FULL\r\n"};
 	pthread_t th;
 	int r = -1;
 
@@ -238,6 +285,8 @@ static void run_server(unsigned timeout, unsigned max_per_ip,
 	h.loop = malloc(sizeof *h.loop); /* leaked if it does not close */
 	assert_non_null(h.loop);
 	assert_int_equal(uv_loop_init(h.loop), 0);
+	tp_loop = h.loop;
+	next_lifetime = 0;
 	for (int attempt = 0; attempt < 2 && r != 0; attempt++) {
 		h.port = free_port();
 		snprintf(cfg.listen, sizeof cfg.listen, "127.0.0.1:%d", h.port);
@@ -485,6 +534,9 @@ static const struct convo_case convo_cases[] = {
      "HI\r\nRESUMED\r\nLINE x\r\nLINE y\r\nBYE\r\n"},
     {"two pauses", "PAUSE\r\nx\r\nPAUSE\r\ny\r\nQUIT\r\n",
      "HI\r\nRESUMED\r\nLINE x\r\nRESUMED\r\nLINE y\r\nBYE\r\n"},
+    /* Pipelined behind a stream: answered once it is complete. */
+    {"stream pipelined", "S 2 8\r\nx\r\nS 1 9\r\nQUIT\r\n",
+     "HI\r\nS0....\r\nS1....\r\nLINE x\r\nS0.....\r\nBYE\r\n"},
     {"pause then quit", "a\r\nPAUSE\r\nQUIT\r\n",
      "HI\r\nLINE a\r\nRESUMED\r\nBYE\r\n"},
 };
@@ -853,6 +905,218 @@ static int free_res(void **state)
 	return 0;
 }
 
+/* A stream into a client that does not read: the producer runs only while
+ * output has room (the socket's buffers plus CONN_OUT_HIGH), however long
+ * the reply; once the client reads, every line comes, in order, and the
+ * pipelined command behind the stream is answered after it. */
+#define BIG_LINES                                                              \
+	2048 /* of 16 KiB: 32 MiB, far past the socket buffers                 \
+	      * (a few MiB each way on loopback) */
+
+static void stream_client(void *arg)
+{
+	char want[32];
+	struct buf in = {0};
+	int fd;
+
+	(void)arg;
+	if ((fd = cl_connect()) < 0)
+		return;
+	cl_expect(fd, "HI\r\n");
+	cl_send_str(fd, "S 2048 16384\r\nafter\r\nQUIT\r\n");
+	usleep(500 * 1000); /* the server fills what it may, then stops */
+	res.elapsed[0] = stats.pieces;
+	cl_read_eof(fd, &in);
+	close(fd);
+	/* Every line in order, then the pipelined ones. */
+	for (unsigned i = 0; i < BIG_LINES && h.err[0] == '\0'; i++) {
+		snprintf(want, sizeof want, "S%u.", i);
+		if (in.n < (i + 1) * 16384u ||
+		    memcmp(in.p + i * 16384u, want, strlen(want)) != 0)
+			cfail("stream line %u missing or out of order (%zu "
+			      "octets: %.20s)",
+			      i, in.n, in.p ? in.p : "");
+	}
+	if (in.n != BIG_LINES * 16384u + strlen("LINE after\r\nBYE\r\n") ||
+	    strcmp(in.p + BIG_LINES * 16384u, "LINE after\r\nBYE\r\n") != 0)
+		cfail("after the stream: %zu octets", in.n);
+	buf_free(&in);
+}
+
+static void test_stream_backpressure(void **state)
+{
+	(void)state;
+	run_server(30, 0, stream_client, NULL);
+	/* 32 MiB were due; only what the buffers hold was produced. */
+	if (res.elapsed[0] * 16384 >= 16 << 20)
+		print_error("%.0f lines produced for a client not reading\n",
+			    res.elapsed[0]);
+	assert_true(res.elapsed[0] * 16384 < 16 << 20);
+	assert_int_equal(stats.pieces, BIG_LINES);
+}
+
+/* max_session_time: a client that keeps sending (the idle clock restarts
+ * on every byte) is still told goodbye when its time is up. */
+static void lifetime_client(void *arg)
+{
+	struct buf in = {0};
+	int fd;
+
+	(void)arg;
+	if ((fd = cl_connect()) < 0)
+		return;
+	cl_expect(fd, "HI\r\n");
+	for (int i = 0; i < 40; i++) { /* a byte each 0.2 s: idle 1 s never
+					* passes */
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, 200) > 0)
+			break;
+		send(fd, "x", 1, MSG_NOSIGNAL);
+	}
+	cl_read_eof(fd, &in);
+	close(fd);
+	if (in.p == NULL || strcmp(in.p, "LIFE\r\n") != 0)
+		cfail("want LIFE, got \"%s\"", in.p ? in.p : "");
+	buf_free(&in);
+}
+
+static void test_lifetime(void **state)
+{
+	(void)state;
+	next_lifetime = 2;
+	run_server(1, 0, lifetime_client, NULL);
+	assert_int_equal(stats.lifetimes, 1);
+	assert_int_equal(stats.timeouts, 0);
+}
+
+/* conn_set_max: the global cap counts every listener's connections. */
+static void global_cap_client(void *arg)
+{
+	int fd1, fd2, fd3;
+
+	(void)arg;
+	if ((fd1 = cl_connect()) < 0 || (fd2 = cl_connect()) < 0)
+		return;
+	cl_expect(fd1, "HI\r\n");
+	cl_expect(fd2, "HI\r\n");
+	if ((fd3 = cl_connect()) < 0)
+		return;
+	cl_read_eof(fd3, &res.got[0]);
+	close(fd3);
+	cl_send_str(fd1, "QUIT\r\n");
+	cl_read_eof(fd1, &res.got[1]);
+	close(fd1);
+	if ((fd3 = cl_connect()) < 0) /* room again */
+		return;
+	cl_expect(fd3, "HI\r\n");
+	close(fd3);
+	close(fd2);
+}
+
+static void test_global_cap(void **state)
+{
+	(void)state;
+	conn_set_max(2);
+	run_server(30, 0, global_cap_client, NULL);
+	conn_set_max(0);
+	assert_string_equal(res.got[0].p, "FULL\r\n");
+	assert_string_equal(res.got[1].p, "BYE\r\n");
+}
+
+/* conn_connect: an outbound connection to our own listener talks to it;
+ * one to a closed port ends with UV_ECONNREFUSED, reported from the loop,
+ * never from inside conn_connect. */
+struct out_session {
+	struct conn *c;
+	struct buf got;
+	int opened, freed, err;
+};
+
+static void out_event(struct conn *c, void *session, enum conn_event ev)
+{
+	struct out_session *o = session;
+	char *line;
+	size_t len;
+
+	if (ev == CONN_OPEN) {
+		o->opened++;
+		conn_puts(c, "hello\r\nQUIT\r\n");
+		return;
+	}
+	while (conn_getline(c, 64, &line, &len) == CONN_LINE) {
+		buf_add(&o->got, line, len);
+		buf_add(&o->got, "|", 1);
+	}
+	if (strstr(o->got.p ? o->got.p : "", "BYE|") != NULL)
+		conn_close(c);
+}
+
+static void out_free(void *session)
+{
+	struct out_session *o = session;
+
+	o->freed++;
+	o->err = conn_error(o->c);
+}
+
+static const struct conn_proto out_proto = {
+    .name = "out", .event = out_event, .free = out_free};
+
+static struct out_session outs[2];
+
+static void out_poll(uv_timer_t *t)
+{
+	if (outs[0].freed && outs[1].freed && stats.freed == stats.opened) {
+		uv_close((uv_handle_t *)t, NULL);
+		conn_shutdown(on_all_closed, NULL);
+	}
+}
+
+static void test_connect(void **state)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct config_listener cfg = {.timeout = 30};
+	struct conn_listen_opts opts = {.proto = &tp_proto,
+					.cfg = &cfg,
+					.busy_reply = "BUSY\r\n",
+					.full_reply = "FULL\r\n"};
+	uv_loop_t loop;
+	uv_timer_t poll;
+	int port = free_port();
+
+	(void)state;
+	memset(&stats, 0, sizeof stats);
+	memset(&h, 0, sizeof h);
+	memset(outs, 0, sizeof outs);
+	assert_int_equal(uv_loop_init(&loop), 0);
+	tp_loop = &loop;
+	snprintf(cfg.listen, sizeof cfg.listen, "127.0.0.1:%d", port);
+	assert_int_equal(conn_listen(&loop, &opts), 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons((uint16_t)port);
+	outs[0].c = conn_connect(&loop, (struct sockaddr *)&sa, &out_proto,
+				 &outs[0], 5, 5);
+	sa.sin_port = htons((uint16_t)free_port()); /* nobody listens */
+	outs[1].c = conn_connect(&loop, (struct sockaddr *)&sa, &out_proto,
+				 &outs[1], 5, 5);
+	assert_int_equal(outs[1].freed, 0);
+	uv_timer_init(&loop, &poll);
+	uv_timer_start(&poll, out_poll, 10, 10);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(h.done_calls, 1);
+	assert_int_equal(conn_count(), 0);
+	assert_int_equal(outs[0].opened, 1);
+	assert_string_equal(outs[0].got.p, "HI|LINE hello|BYE|");
+	assert_int_equal(outs[0].freed, 1);
+	assert_int_equal(outs[0].err, 0);
+	assert_int_equal(outs[1].opened, 0);
+	assert_int_equal(outs[1].freed, 1);
+	assert_int_equal(outs[1].err, UV_ECONNREFUSED);
+	buf_free(&outs[0].got);
+	buf_free(&outs[1].got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -865,6 +1129,10 @@ int main(void)
 	    cmocka_unit_test_teardown(test_shutdown_idle, free_res),
 	    cmocka_unit_test_teardown(test_shutdown_paused, free_res),
 	    cmocka_unit_test_teardown(test_shutdown_done_once, free_res),
+	    cmocka_unit_test_teardown(test_stream_backpressure, free_res),
+	    cmocka_unit_test_teardown(test_lifetime, free_res),
+	    cmocka_unit_test_teardown(test_global_cap, free_res),
+	    cmocka_unit_test(test_connect),
 	};
 
 	/* As core/main.c does: a peer gone mid-write is an error return. */
