@@ -210,12 +210,19 @@ static int serve(struct config *cfg)
 
 /* --- CLI ---------------------------------------------------------------- */
 
-/* Reads one line from stdin (no echo on a terminal). */
-static int read_password(char *buf, size_t n)
+/* Reads the password, one line from stdin (no echo on a terminal), and
+ * hashes it into hash (n bytes); the plaintext is wiped. 0, or -1 when
+ * there is no line, it is empty or over AUTH_PASS_MAX, or hashing fails.
+ * Called before the write transaction begins: LMDB has one writer, so a
+ * transaction held while a person types (or a pipe stays open and empty,
+ * or yescrypt runs) would hold up every commit of the running server. */
+static int read_password(char *hash, size_t n)
 {
 	struct termios old, quiet;
 	bool tty = isatty(STDIN_FILENO) && tcgetattr(0, &old) == 0;
+	char buf[AUTH_PASS_MAX + 2];
 	size_t len;
+	int r = -1;
 
 	if (tty) {
 		fputs("Password: ", stderr);
@@ -223,17 +230,20 @@ static int read_password(char *buf, size_t n)
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(0, TCSAFLUSH, &quiet);
 	}
-	if (fgets(buf, (int)n, stdin) == NULL)
+	if (fgets(buf, (int)sizeof buf, stdin) == NULL)
 		buf[0] = '\0';
 	if (tty) {
 		tcsetattr(0, TCSAFLUSH, &old);
 		fputc('\n', stderr);
 	}
 	len = strcspn(buf, "\r\n");
-	if (buf[len] == '\0' && len == n - 1)
-		return -1; /* longer than AUTH_PASS_MAX */
-	buf[len] = '\0';
-	return len > 0 ? 0 : -1;
+	/* A line that fills buf is longer than AUTH_PASS_MAX. */
+	if (len > 0 && !(buf[len] == '\0' && len == sizeof buf - 1)) {
+		buf[len] = '\0';
+		r = auth_hash(buf, hash, n);
+	}
+	explicit_bzero(buf, sizeof buf);
+	return r;
 }
 
 /* A plausible address: one '@', something either side, no space or
@@ -295,31 +305,20 @@ static void domain_match(const char *domain, void *arg)
 		ic->found = true;
 }
 
-/* Runs one verb inside a write transaction. Returns the exit code. */
+/* Runs one verb inside a write transaction, which is held only for the
+ * store calls: nothing here waits for input. hash is the new password's
+ * for `user add` and `user passwd` (read and hashed by cli() first), else
+ * NULL. Returns the exit code. */
 static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
-		    char **argv)
+		    char **argv, const char *hash)
 {
 	const char *noun = argv[0], *verb = argc > 1 ? argv[1] : "";
 	const char *arg = argc > 2 ? argv[2] : NULL;
-	char pass[AUTH_PASS_MAX + 2], hash[STORE_HASH_MAX + 1];
 	int r = -EINVAL;
 
 #define IS(n, v, args)                                                         \
 	(strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && argc == (args) + 2)
-	if (IS("user", "add", 1) || IS("user", "passwd", 1)) {
-		if (!cli_address_ok(arg)) {
-			fprintf(stderr, "pillarbox: bad address: %s\n", arg);
-			return 1;
-		}
-		if (read_password(pass, sizeof pass) < 0 ||
-		    auth_hash(pass, hash, sizeof hash) < 0) {
-			fprintf(stderr,
-				"pillarbox: need a password (one line "
-				"on stdin, 1 to %d characters)\n",
-				AUTH_PASS_MAX);
-			return 1;
-		}
-		explicit_bzero(pass, sizeof pass);
+	if ((IS("user", "add", 1) || IS("user", "passwd", 1)) && hash != NULL) {
 		r = verb[0] == 'a' ? store_user_add(txn, arg, hash)
 				   : store_user_set_hash(txn, arg, hash);
 		if (r == -ENOENT && verb[0] == 'a') {
@@ -389,19 +388,37 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 
 static int cli(const struct config *cfg, int argc, char **argv)
 {
+	char hash[STORE_HASH_MAX + 1];
+	bool takes_password =
+	    argc == 3 && strcmp(argv[0], "user") == 0 &&
+	    (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0);
 	struct store *st;
 	struct store_txn *txn;
 	int rc, r;
 
 	if (open_store(cfg, &st) < 0)
 		return 1;
+	/* Input and hashing first, then one short write transaction. */
+	if (takes_password && !cli_address_ok(argv[2])) {
+		fprintf(stderr, "pillarbox: bad address: %s\n", argv[2]);
+		store_close(st);
+		return 1;
+	}
+	if (takes_password && read_password(hash, sizeof hash) < 0) {
+		fprintf(stderr,
+			"pillarbox: need a password (one line on stdin, 1 to "
+			"%d characters)\n",
+			AUTH_PASS_MAX);
+		store_close(st);
+		return 1;
+	}
 	r = store_txn_begin(st, true, &txn);
 	if (r < 0) {
 		fprintf(stderr, "pillarbox: %s\n", strerror(-r));
 		store_close(st);
 		return 1;
 	}
-	rc = cli_verb(cfg, txn, argc, argv);
+	rc = cli_verb(cfg, txn, argc, argv, takes_password ? hash : NULL);
 	if (rc == 0)
 		r = store_txn_commit(txn);
 	else

@@ -5,6 +5,7 @@ import poplib
 import smtplib
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -203,3 +204,79 @@ def test_stats_line_counts_logins_and_messages(make_server):
         p.quit()
     assert s.stop() == 0
     assert "event=stats commits=1 jobs=1 accepted=1 logins=2" in s.log_text()
+
+
+def _wait_store_open(proc, data_dir, timeout=10):
+    """Waits until process proc has the LMDB environment in data_dir open
+    (its data.mdb among its file descriptors), then a little longer, so it
+    has gone on to whatever it does next (here: wait on stdin)."""
+    data = os.path.realpath(os.path.join(data_dir, "data.mdb"))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            fds = os.listdir("/proc/%d/fd" % proc.pid)
+            if any(os.path.realpath("/proc/%d/fd/%s" % (proc.pid, fd)) == data
+                   for fd in fds):
+                time.sleep(0.5)
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("the CLI never opened %s" % data)
+
+
+def test_cli_password_wait_holds_no_write_lock(server):
+    """`user add` reads and hashes its password before it takes the store's
+    write transaction: while the CLI sits on an open, empty stdin (an admin
+    at a terminal who has not typed yet), the running server still commits
+    (an SMTP DATA gets its 250 within the client's 10 s timeout) and POP3
+    logins work. Then the password line arrives: the CLI exits 0 and the
+    new account logs in and receives mail."""
+    proc = subprocess.Popen([BIN, "-c", server.conf, "user", "add",
+                             "carol@localhost"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_store_open(proc, server.data)
+        host, port = server.addr("smtp")
+        msg = b"Subject: while the CLI waits\r\n\r\nhello\r\n"
+        with smtplib.SMTP(host, port, local_hostname="client.test",
+                          timeout=10) as c:
+            c.ehlo()
+            assert c.mail("a@example.com")[0] == 250
+            assert c.rcpt("alice@localhost")[0] == 250
+            try:
+                code, text = c.data(msg)
+            except (OSError, smtplib.SMTPException) as e:
+                pytest.fail("DATA got no reply within 10 s while `user add` "
+                            "waited for its password: %r" % (e,))
+            assert code == 250 and text.startswith(b"2.0.0 Ok: stored as "), \
+                (code, text)
+        p = poplib.POP3(host, server.addr("pop3")[1], timeout=10)
+        p.user("alice@localhost")
+        assert p.pass_("secret") == b"+OK Logged in."
+        count, _ = p.stat()
+        assert count == 1
+        _, lines, _ = p.retr(1)
+        assert lines[-1] == b"hello"
+        p.quit()
+        assert proc.poll() is None, "the CLI did not wait for its password"
+        out, err = proc.communicate(b"carol-pw\n", timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:       # EOF on stdin: the CLI gives up
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert "carol@localhost" in server.cli("user", "list").stdout.split()
+    with smtplib.SMTP(host, port, timeout=10) as c:
+        c.sendmail("a@example.com", ["carol@localhost"],
+                   b"Subject: for carol\r\n\r\nhi carol\r\n")
+    p = poplib.POP3(host, server.addr("pop3")[1], timeout=10)
+    p.user("carol@localhost")
+    assert p.pass_("carol-pw") == b"+OK Logged in."
+    assert p.stat()[0] == 1
+    p.quit()
