@@ -655,10 +655,13 @@ bool conn_out_full(struct conn *c)
 }
 
 /* Sends what the handler wrote and produces a stream while output has
- * room. True when the stream ended and input held back behind it can be
- * taken now. */
+ * room. True when input was held back (by the stream, or by output over
+ * the mark) and can be taken now: the handler gets it at once, since no
+ * write completion may come to deliver it (the kernel took it all). */
 static bool conn_step(struct conn *c)
 {
+	bool held = conn_held(c);
+
 	conn_flush(c);
 	while (c->more != NULL && c->state == C_OPEN && !conn_out_full(c)) {
 		bool done;
@@ -669,10 +672,8 @@ static bool conn_step(struct conn *c)
 		if (done)
 			c->more = NULL;
 		conn_flush(c);
-		if (done)
-			return c->rn > 0 && !conn_held(c);
 	}
-	return false;
+	return held && c->rn > 0 && !conn_held(c);
 }
 
 /* --- dispatch --------------------------------------------------------------
