@@ -98,7 +98,7 @@ struct conn {
 
 	unsigned paused : 1, dispatching : 1, skip_line : 1, reading : 1;
 	int handles; /* open uv handles, freed at 0 */
-	struct netaddr net;
+	struct netaddr net, local; /* the peer's address and ours */
 	char peer_text[NETADDR_TEXT_MAX];
 	char sid[13];
 };
@@ -239,6 +239,9 @@ static void on_connection(uv_stream_t *server, int status)
 	l->nconns++;
 	ninbound++;
 	conn_set_peer(c, (struct sockaddr *)&ss);
+	len = sizeof ss;
+	if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+		netaddr_from_sockaddr(&c->local, (struct sockaddr *)&ss);
 	uv_tcp_nodelay(&c->tcp, 1);
 	c->idle_ms = cfg->timeout * 1000ull;
 	if (cfg->max_session_time > 0)
@@ -883,6 +886,16 @@ const char *conn_peer(struct conn *c)
 const struct netaddr *conn_peer_net(struct conn *c)
 {
 	return &c->net;
+}
+
+const struct netaddr *conn_local_net(struct conn *c)
+{
+	return &c->local;
+}
+
+bool conn_peer_is_local(struct conn *c)
+{
+	return c->local.family != 0 && netaddr_equal(&c->net, &c->local);
 }
 
 int conn_error(struct conn *c)

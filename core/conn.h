@@ -173,6 +173,12 @@ const char *conn_sid(struct conn *c);  /* session id for logs */
 const char *conn_peer(struct conn *c); /* peer IP as text (normalised) */
 /* The peer normalised (v4-mapped -> IPv4): what limits and rules use. */
 const struct netaddr *conn_peer_net(struct conn *c);
+/* Our own address on an accepted connection (normalised). */
+const struct netaddr *conn_local_net(struct conn *c);
+/* True when the peer's address is our own address on this connection: a
+ * tool on the same host (as Dovecot exempts local logins from TLS rules);
+ * 127.0.0.9 connecting to 127.0.0.1 is not. */
+bool conn_peer_is_local(struct conn *c);
 /* Why an outbound connection ended: 0, or a negative libuv error
  * (UV_ETIMEDOUT, UV_ECONNREFUSED, ...). */
 int conn_error(struct conn *c);
