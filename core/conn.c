@@ -657,24 +657,25 @@ bool conn_out_full(struct conn *c)
 	return c->inflight + (c->out_len - c->out_off) > CONN_OUT_HIGH;
 }
 
-/* Sends what the handler wrote and produces a stream while output has
- * room. True when input was held back (by the stream, or by output over
- * the mark) and can be taken now: the handler gets it at once, since no
- * write completion may come to deliver it (the kernel took it all). */
+/* Produces a stream while output has room, and sends output only once it
+ * is over the mark (the rest leaves in conn_settle, so a pipelined batch
+ * of replies is still one write). True when input was held back (by the
+ * stream, or by output over the mark) and can be taken now: the handler
+ * gets it at once, since no write completion may come to deliver it (the
+ * kernel may have taken it all). */
 static bool conn_step(struct conn *c)
 {
 	bool held = conn_held(c);
 
-	conn_flush(c);
-	while (c->more != NULL && c->state == C_OPEN && !conn_out_full(c)) {
-		bool done;
-
-		c->dispatching = 1;
-		done = c->more(c, c->more_arg);
-		c->dispatching = 0;
-		if (done)
-			c->more = NULL;
+	if (conn_out_full(c))
 		conn_flush(c);
+	while (c->more != NULL && c->state == C_OPEN && !conn_out_full(c)) {
+		c->dispatching = 1;
+		if (c->more(c, c->more_arg))
+			c->more = NULL;
+		c->dispatching = 0;
+		if (conn_out_full(c))
+			conn_flush(c);
 	}
 	return held && c->rn > 0 && !conn_held(c);
 }

@@ -429,13 +429,31 @@ static void pop3_stuff(struct pop3_session *s, const char *data, size_t n)
 	}
 }
 
-/* The next piece of the reply; true once it is complete. */
+/* Queues the next piece of the reply from the message's bytes; true once
+ * the reply is complete. */
+static bool pop3_piece(struct pop3_session *s, const char *data)
+{
+	size_t n = s->send.end - s->send.off;
+
+	if (n > POP3_PIECE)
+		n = POP3_PIECE;
+	pop3_stuff(s, data + s->send.off, n);
+	s->send.off += n;
+	if (s->send.off < s->send.end)
+		return false;
+	/* A message always ends in CRLF; a TOP cut does at a line end. */
+	conn_puts(s->c, s->send.bol ? ".\r\n" : "\r\n.\r\n");
+	return true;
+}
+
+/* The stream: finds the message again for every piece. */
 static bool pop3_send_more(struct conn *c, void *arg)
 {
 	struct pop3_session *s = arg;
 	struct store_txn *txn;
 	const void *data;
-	size_t len, n;
+	size_t len;
+	bool done;
 	int r;
 
 	r = store_txn_begin(s->srv->st, false, &txn);
@@ -451,20 +469,13 @@ static bool pop3_send_more(struct conn *c, void *arg)
 		conn_close(c);
 		return true;
 	}
-	n = s->send.end - s->send.off;
-	if (n > POP3_PIECE)
-		n = POP3_PIECE;
-	pop3_stuff(s, (const char *)data + s->send.off, n);
+	done = pop3_piece(s, data);
 	store_txn_abort(txn);
-	s->send.off += n;
-	if (s->send.off < s->send.end)
-		return false;
-	/* A message always ends in CRLF; a TOP cut does at a line end. */
-	conn_puts(c, s->send.bol ? ".\r\n" : "\r\n.\r\n");
-	return true;
+	return done;
 }
 
-/* RETR (lines < 0) or TOP (header and `lines` body lines). */
+/* RETR (lines < 0) or TOP (header and `lines` body lines). The first
+ * piece goes now; a longer message continues as a stream. */
 static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 {
 	struct store_txn *txn;
@@ -476,14 +487,12 @@ static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 	r = store_txn_begin(s->srv->st, false, &txn);
 	if (r == 0)
 		r = store_msg_get(txn, m->id, &data, &len);
-	store_txn_abort(txn);
 	if (r < 0) {
+		store_txn_abort(txn);
 		pop3_reply(s, "-ERR [SYS/TEMP] Cannot read the message now.");
 		return;
 	}
 	if (lines >= 0) {
-		/* The map may move between pieces: keep offsets, not
-		 * pointers. */
 		p = data, end = p + len;
 		const char *body = memmem(p, len, "\r\n\r\n", 4);
 		p = body ? body + 4 : end;
@@ -496,8 +505,11 @@ static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 	} else {
 		conn_printf(s->c, "+OK %zu octets\r\n", len);
 	}
+	/* Offsets, not pointers: the map may move between pieces. */
 	s->send = (struct pop3_send){.id = m->id, .end = len, .bol = true};
-	conn_stream(s->c, pop3_send_more, s);
+	if (!pop3_piece(s, data))
+		conn_stream(s->c, pop3_send_more, s);
+	store_txn_abort(txn);
 }
 
 static void pop3_retr(struct pop3_session *s, char *arg)

@@ -97,6 +97,7 @@ hostname = mx.test
 data_dir = $1/data
 domains = localhost
 max_store_size = 2G
+max_connections = 10000
 [smtp]
 listen = 127.0.0.1:0
 max_connections_per_ip = 5000
