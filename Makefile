@@ -9,7 +9,7 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 BASE  = base/log.c
 STORE = store/store.c store/commit.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
-	core/event.c core/cmd.c
+	core/event.c core/cmd.c core/sasl.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)

@@ -97,7 +97,7 @@ struct conn {
 	void *more_arg;
 
 	unsigned paused : 1, dispatching : 1, skip_line : 1, reading : 1;
-	int handles; /* open uv handles, freed at 0 */
+	int handles;		   /* open uv handles, freed at 0 */
 	struct netaddr net, local; /* the peer's address and ours */
 	char peer_text[NETADDR_TEXT_MAX];
 	char sid[13];

@@ -16,6 +16,7 @@
 #include "core/cmd.h"
 #include "core/event.h"
 #include "core/loop.h"
+#include "core/sasl.h"
 #include "base/log.h"
 #include "pop3/parse.h"
 
@@ -261,7 +262,7 @@ static void pop3_pass(struct pop3_session *s, char *arg)
 static void pop3_auth_plain(struct pop3_session *s, const char *b64)
 {
 	char user[STORE_ADDR_MAX + 1], pass[AUTH_PASS_MAX + 1];
-	int r = pop3_parse_plain(b64, user, sizeof user, pass, sizeof pass);
+	int r = sasl_plain(b64, user, sizeof user, pass, sizeof pass);
 
 	if (r == -1) {
 		pop3_error(s, "-ERR Invalid base64.");

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "core/sasl.h"
 #include "pop3/parse.h"
 
 /* A literal and its length, which may include NUL bytes. */
@@ -149,7 +150,7 @@ static void check_plain(const char *in, int want_rc, const char *want_user,
 
 	memset(user, 'U', sizeof user);
 	memset(pass, 'P', sizeof pass);
-	rc = pop3_parse_plain(arg, user, sizeof user, pass, sizeof pass);
+	rc = sasl_plain(arg, user, sizeof user, pass, sizeof pass);
 	free(arg);
 	if (rc != want_rc)
 		print_error("plain %s (\"%s\"): got %d, want %d\n", what, in,
