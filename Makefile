@@ -9,14 +9,15 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 BASE  = base/log.c
 STORE = store/store.c store/commit.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
-	core/event.c core/cmd.c core/sasl.c
+	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
 MAIN  = app/main.c
 HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h)
 
-UNIT  = test_addr test_cmd test_data test_conn test_event test_store test_smtp_parse test_pop3_parse test_transcripts
+UNIT  = test_addr test_cmd test_data test_conn test_event test_relay test_control test_store \
+	test_smtp_parse test_pop3_parse test_transcripts
 
 all: build/pillarbox
 asan: build/asan/pillarbox

@@ -11,13 +11,16 @@
 #include <string.h>
 #include <strings.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/auth.h"
 #include "core/config.h"
 #include "core/conn.h"
+#include "core/control.h"
 #include "core/event.h"
 #include "core/loop.h"
+#include "core/relay.h"
 #include "base/log.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
@@ -36,6 +39,9 @@ static const char usage[] =
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
     "  queue list\n"
+    "  grants                         the running server's POP-before-SMTP\n"
+    "                                 grants, one a line: ADDRESS USER\n"
+    "                                 EXPIRES (UTC, ISO 8601) SECONDS-LEFT\n"
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
@@ -116,6 +122,7 @@ static void on_all_closed(void *arg)
 	struct server *srv = arg;
 
 	store_commit_stop(srv->st);
+	control_stop();
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
 	uv_close((uv_handle_t *)&srv->log_flush, NULL);
@@ -140,6 +147,66 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	conn_shutdown(on_all_closed, srv);
 }
 
+/* --- the control socket (core/control.h) -------------------------------- */
+
+/* One GRANTS line: ADDRESS USER EXPIRES SECONDS-LEFT; an IPv6 client is
+ * its /64. */
+static void control_grant_line(const struct relay_grant_info *g, void *arg)
+{
+	char addr[NETADDR_TEXT_MAX], when[32];
+	struct tm tm;
+
+	netaddr_format(&g->client, addr, sizeof addr);
+	gmtime_r(&g->expires, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	control_printf(arg, "%s%s %s %s %llu", addr,
+		       g->client.family == AF_INET6 ? "/64" : "", g->user, when,
+		       (unsigned long long)g->left);
+}
+
+static void control_grants(struct control_out *o, const char *arg, void *ctx)
+{
+	(void)arg;
+	(void)ctx;
+	relay_grants_each(control_grant_line, o);
+}
+
+/* What the control socket answers: a row per command. */
+static const struct control_cmd control_cmds[] = {
+    {"GRANTS", CMD_ARG_NONE, control_grants},
+};
+
+/* `pillarbox grants`: asks the running server (only it knows). */
+static void print_control_line(const char *text, void *arg)
+{
+	(void)arg;
+	printf("%s\n", text);
+}
+
+static int cli_grants(const struct config *cfg)
+{
+	char err[CONTROL_LINE_MAX];
+	int r = control_request(cfg->data_dir, "GRANTS", print_control_line,
+				NULL, err, sizeof err);
+
+	fflush(stdout);
+	if (r == -ENOENT)
+		fprintf(stderr,
+			"pillarbox: the server is not running (no control "
+			"socket in %s)\n",
+			cfg->data_dir);
+	else if (r == -ETIMEDOUT)
+		fprintf(stderr,
+			"pillarbox: the server did not answer within %d s\n",
+			CONTROL_REQUEST_TIMEOUT_MS / 1000);
+	else if (r == -EBADMSG)
+		fprintf(stderr, "pillarbox: grants: %s\n", err);
+	else if (r < 0)
+		fprintf(stderr, "pillarbox: %s/%s: %s\n", cfg->data_dir,
+			CONTROL_SOCKET, strerror(-r));
+	return r < 0 ? 1 : 0;
+}
+
 static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
@@ -159,7 +226,12 @@ static int serve(struct config *cfg)
 		return 1;
 	}
 	event_subscribe(count_login, &srv);
+	relay_init(cfg);
 	r = store_commit_start(srv.st, loop);
+	if (r == 0)
+		r = control_start(cfg->data_dir, control_cmds,
+				  sizeof control_cmds / sizeof *control_cmds,
+				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
 	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
@@ -200,6 +272,7 @@ static int serve(struct config *cfg)
 		(unsigned long long)srv.smtp.accepted,
 		(unsigned long long)srv.logins);
 	auth_cleanup();
+	relay_cleanup();
 	event_reset();
 	store_close(srv.st);
 	if (uv_loop_close(loop) != 0)
@@ -469,5 +542,7 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(args[0], "serve") == 0 && n == 1)
 		return serve(&cfg);
+	if (strcmp(args[0], "grants") == 0 && n == 1)
+		return cli_grants(&cfg);
 	return cli(&cfg, n, args);
 }

@@ -11,6 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The submission listener shares [smtp]'s timeout and limits. */
+static void config_finish(struct config *c)
+{
+	c->submission.timeout = c->smtp.timeout;
+	c->submission.max_conn_per_ip = c->smtp.max_conn_per_ip;
+	c->submission.max_session_time = c->smtp.max_session_time;
+}
+
 void config_defaults(struct config *c)
 {
 	memset(c, 0, sizeof *c);
@@ -25,6 +33,12 @@ void config_defaults(struct config *c)
 	c->smtp.max_session_time = 3600;
 	c->max_message_size = 25u << 20;
 	c->max_recipients = 100; /* RFC 5321 4.5.3.1.8: at least 100 */
+	strcpy(c->submission.listen, "127.0.0.1:2587");
+	/* DRAC's and poprelayd's window: a mail client polls far more
+	 * often, so its grant never lapses while it runs. */
+	c->pop_before_smtp = 1800;
+	c->sender_check = CONFIG_SENDER_STRICT;
+	c->require_tls_for_auth = true; /* no passwords in clear text */
 	strcpy(c->pop3.listen, "127.0.0.1:2110");
 	c->pop3.timeout = 600; /* RFC 1939 3: at least 10 minutes */
 	c->pop3.max_conn_per_ip = 20;
@@ -32,9 +46,12 @@ void config_defaults(struct config *c)
 	/* Below the usual 1024 descriptors a process may open. */
 	c->max_connections = 1000;
 	c->login_delay = 2;
+	config_finish(c);
 }
 
-enum kind { STR, NAME, LISTEN, SIZE, UINT };
+/* NETS is a list of networks (relay_networks); CHOICE one of choices,
+ * stored as its index in an enum; BOOL is "yes" or "no". */
+enum kind { STR, NAME, LISTEN, SIZE, UINT, NETS, CHOICE, BOOL };
 
 /* A config key: where its value goes, what it may be. Numbers below min
  * are refused (a timeout of 0 would drop every client at once). */
@@ -43,17 +60,28 @@ struct key {
 	enum kind kind;
 	size_t offset, len;
 	uint64_t min;
+	const char *const *choices; /* CHOICE: NULL-terminated */
 };
 
 #define STR_KEY(sec, name, kind, field)                                        \
 	{                                                                      \
 		sec, name, kind, offsetof(struct config, field),               \
-		    sizeof(((struct config *)0)->field), 0                     \
+		    sizeof(((struct config *)0)->field), 0, NULL               \
 	}
 #define NUM_KEY(sec, name, kind, field, min)                                   \
 	{                                                                      \
-		sec, name, kind, offsetof(struct config, field), 0, min        \
+		sec, name, kind, offsetof(struct config, field), 0, min, NULL  \
 	}
+#define CHOICE_KEY(sec, name, field, choices)                                  \
+	{                                                                      \
+		sec, name, CHOICE, offsetof(struct config, field), 0, 0,       \
+		    choices                                                    \
+	}
+
+/* CHOICE stores an index through an unsigned: the enum must be one. */
+_Static_assert(sizeof(enum config_sender_check) == sizeof(unsigned),
+	       "sender_check is stored as an unsigned");
+static const char *const sender_checks[] = {"strict", "off", NULL};
 
 static const struct key keys[] = {
     STR_KEY("server", "hostname", NAME, hostname),
@@ -67,6 +95,11 @@ static const struct key keys[] = {
     NUM_KEY("smtp", "max_session_time", UINT, smtp.max_session_time, 0),
     NUM_KEY("smtp", "max_message_size", SIZE, max_message_size, 1),
     NUM_KEY("smtp", "max_recipients", UINT, max_recipients, 1),
+    STR_KEY("smtp", "submission", LISTEN, submission.listen),
+    NUM_KEY("smtp", "relay_networks", NETS, relay_networks, 0),
+    NUM_KEY("smtp", "pop_before_smtp", UINT, pop_before_smtp, 0),
+    CHOICE_KEY("smtp", "sender_check", sender_check, sender_checks),
+    NUM_KEY("smtp", "require_tls_for_auth", BOOL, require_tls_for_auth, 0),
     STR_KEY("pop3", "listen", LISTEN, pop3.listen),
     NUM_KEY("pop3", "timeout", UINT, pop3.timeout, 1),
     NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip, 0),
@@ -153,6 +186,47 @@ int config_parse_listen(const char *s, struct sockaddr_storage *ss)
 	return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : -1;
 }
 
+/* Adds the networks of a relay_networks value to c: CIDR networks
+ * ("10.0.0.0/8", "::1/128", a bare address for one host) separated by
+ * commas and/or spaces; "" adds none. Every line adds: inih hands each
+ * continuation line of a long value (indented, on the next line) to us
+ * as the same key again. On error writes what is wrong into err. 0 or
+ * -1. */
+static int parse_networks(struct config *c, const char *value, char *err,
+			  size_t errlen)
+{
+	char buf[1024], *save, *tok;
+	size_t n = c->nrelay_networks;
+
+	if (strlen(value) >= sizeof buf) {
+		snprintf(err, errlen, "relay_networks is too long");
+		return -1;
+	}
+	strcpy(buf, value);
+	for (tok = strtok_r(buf, ", \t", &save); tok != NULL;
+	     tok = strtok_r(NULL, ", \t", &save)) {
+		struct config_network *cn = &c->relay_networks[n];
+		if (n == CONFIG_NETWORKS_MAX) {
+			snprintf(err, errlen,
+				 "too many relay_networks (at most %d)",
+				 CONFIG_NETWORKS_MAX);
+			return -1;
+		}
+		/* Host bits set ("10.0.0.1/8") are refused: more often a
+		 * typo than a network, and it would relay for a whole /8. */
+		if (netaddr_parse_cidr(tok, &cn->net, &cn->bits) < 0) {
+			snprintf(err, errlen,
+				 "bad value for relay_networks: '%.64s' "
+				 "(want ADDRESS/BITS with no host bits set)",
+				 tok);
+			return -1;
+		}
+		n++;
+	}
+	c->nrelay_networks = n;
+	return 0;
+}
+
 struct load {
 	struct config *c;
 	const char *file;
@@ -175,6 +249,29 @@ static int on_key(void *user, const char *section, const char *name,
 		    strcmp(k->name, name) != 0)
 			continue;
 		field = (char *)ld->c + k->offset;
+		if (k->kind == NETS) {
+			char err[sizeof ld->err];
+			if (parse_networks(ld->c, value, err, sizeof err) == 0)
+				return 1;
+			if (ld->err[0] == '\0')
+				strcpy(ld->err, err);
+			return 0;
+		}
+		if (k->kind == CHOICE || k->kind == BOOL) {
+			static const char *const yes_no[] = {"no", "yes", NULL};
+			const char *const *ch =
+			    k->kind == BOOL ? yes_no : k->choices;
+			size_t i;
+			for (i = 0; ch[i] != NULL && strcmp(ch[i], value); i++)
+				;
+			if (ch[i] == NULL)
+				goto bad;
+			if (k->kind == BOOL)
+				*(bool *)field = i == 1;
+			else
+				*(unsigned *)field = (unsigned)i;
+			return 1;
+		}
 		if (k->kind == STR || k->kind == NAME || k->kind == LISTEN) {
 			if (strlen(value) >= k->len ||
 			    (k->kind == NAME && !config_name_ok(value)) ||
@@ -224,6 +321,7 @@ int config_load(struct config *c, const char *file)
 			ld.err[0] ? ld.err : "syntax error");
 		return -1;
 	}
+	config_finish(c);
 	return 0;
 }
 

@@ -5,16 +5,36 @@
 #ifndef PILLARBOX_CONFIG_H
 #define PILLARBOX_CONFIG_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/netaddr.h"
+
 #define CONFIG_STR_MAX 256
+/* relay_networks entries at most: every relayed RCPT walks the list, and a
+ * site with more networks than this should write them as shorter prefixes. */
+#define CONFIG_NETWORKS_MAX 64
 
 struct config_listener {
 	char listen[CONFIG_STR_MAX]; /* "host:port", "[::1]:25"; "" = off */
 	unsigned timeout;	     /* idle seconds before 421 / -ERR */
 	unsigned max_conn_per_ip;
 	unsigned max_session_time; /* seconds a session may last; 0 = any */
+};
+
+/* One network of relay_networks: net/bits, host bits zero. */
+struct config_network {
+	struct netaddr net;
+	unsigned bits;
+};
+
+/* sender_check: may a relaying user send as any address? */
+enum config_sender_check {
+	CONFIG_SENDER_STRICT, /* MAIL FROM must be the relaying user's own
+			       * address (or an alias of it) */
+	CONFIG_SENDER_OFF,    /* any sender */
 };
 
 struct config {
@@ -27,13 +47,29 @@ struct config {
 	struct config_listener smtp;
 	uint64_t max_message_size;
 	unsigned max_recipients;
+	/* The RFC 6409 submission listener ([smtp] submission). Only its
+	 * listen is its own: timeout and limits are [smtp]'s, copied after
+	 * the file is read. */
+	struct config_listener submission;
+	/* Clients that may relay without logging in ([smtp] relay_networks:
+	 * IPv4 and IPv6 CIDR, comma or space separated; none by default). A
+	 * list too long for one line goes on indented continuation lines;
+	 * each line, like each repetition of the key, adds to the list. */
+	struct config_network relay_networks[CONFIG_NETWORKS_MAX];
+	size_t nrelay_networks;
+	unsigned pop_before_smtp; /* seconds a POP3 login lets its address
+				   * relay; 0 = off */
+	enum config_sender_check sender_check;
+	bool require_tls_for_auth; /* SMTP AUTH only over TLS */
 
 	struct config_listener pop3;
 	unsigned login_delay; /* seconds a failed login waits */
 };
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
- * 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain localhost. */
+ * 127.0.0.1:2525, submission on 127.0.0.1:2587, POP3 on 127.0.0.1:2110,
+ * domain localhost; no relay network, POP-before-SMTP for 1800 s, strict
+ * sender check, AUTH only over TLS. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line
