@@ -74,7 +74,8 @@ int netaddr_parse_cidr(const char *s, struct netaddr *net, unsigned *bits)
 	host[n] = '\0';
 	if (netaddr_parse(net, host) < 0)
 		return -1;
-	b = (long)netaddr_len(net) * 8;
+	/* A v4-mapped network is written with IPv6 prefix lengths. */
+	b = strchr(host, ':') != NULL ? 128 : (long)netaddr_len(net) * 8;
 	if (slash != NULL) {
 		long max = b;
 		if (slash[1] < '0' || slash[1] > '9')
@@ -82,12 +83,12 @@ int netaddr_parse_cidr(const char *s, struct netaddr *net, unsigned *bits)
 		b = strtol(slash + 1, &end, 10);
 		if (*end != '\0' || b > max)
 			return -1;
-		/* "::ffff:10.0.0.0/104" is the IPv4 10.0.0.0/8 */
-		if (net->family == AF_INET && strchr(host, ':') != NULL) {
-			if (b < 96)
-				return -1;
-			b -= 96;
-		}
+	}
+	/* "::ffff:10.0.0.0/104" is the IPv4 10.0.0.0/8 */
+	if (net->family == AF_INET && strchr(host, ':') != NULL) {
+		if (b < 96)
+			return -1;
+		b -= 96;
 	}
 	masked = *net;
 	netaddr_mask(&masked, (unsigned)b);
