@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 # tests drive (pytest with smtplib/poplib, swaks, fetchmail).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
-	python3 python3-pytest swaks fetchmail)
+	python3 python3-pytest swaks fetchmail fail2ban strace)
 
 deps() {
 	local missing=() p

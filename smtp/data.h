@@ -5,7 +5,9 @@
  * Only CRLF "." CRLF ends DATA. A bare LF or bare CR never starts a line, so
  * "\n.\r\n", "\r.\r\n" and "\n.\n" cannot end the message and a message
  * cannot smuggle a second one past us (SMTP smuggling, CVE-2023-51766 and
- * friends). Bare CR or LF anywhere makes the message refused at its end.
+ * friends). Bare CR or LF anywhere makes the message refused at its end, and
+ * so does a NUL: a next hop that drops NULs would see "CRLF NUL . CRLF" as
+ * the end of the message.
  * The reader resumes across any split of its input: feeding the same bytes
  * in any chunks gives the same result.
  */
@@ -16,25 +18,70 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DATA_LINE_MAX 1000	   /* RFC 5321 4.5.3.1.6, CRLF included */
-#define MSGBUF_SPILL  (256u << 10) /* bodies above this go to a file */
+#define DATA_LINE_MAX 1000 /* RFC 5321 4.5.3.1.6, CRLF included */
 
-/* A message body: in memory, or (past MSGBUF_SPILL) in an unlinked file in
- * msgbuf_spill_dir. */
+/* A body up to MSGBUF_CHUNK octets stays in memory; a larger one goes to an
+ * unlinked file in msgbuf_spill_dir, in chunks of that size. The file is
+ * opened and written on the thread pool, one chunk at a time and in order,
+ * so the loop never waits for the disk. */
+#define MSGBUF_CHUNK (256u << 10)
+#define MSGBUF_QUEUE_MAX                                                       \
+	2 /* chunks waiting (one being written) before the                     \
+	   * reader should stop: a connection holds at most                    \
+	   * three chunks (768 KiB) besides its input */
+
+struct msgbuf_chunk;
+struct msgbuf_spill;
+
+/* A message body. Loop thread only, except msgbuf_copy(). */
 struct msgbuf {
-	char *mem;
-	size_t cap;
-	uint64_t len;
-	int fd; /* -1 while in memory */
+	struct msgbuf_chunk *cur;   /* being filled: the whole body until it
+				     * spills */
+	size_t cap;		    /* octets cur can hold */
+	uint64_t len;		    /* octets appended */
+	struct msgbuf_spill *spill; /* the file and its writer; NULL while
+				     * the body is in memory */
+	void (*written)(void *arg); /* see msgbuf_init */
+	void *arg;
 };
 
 extern const char *msgbuf_spill_dir; /* set once at start */
 
-void msgbuf_init(struct msgbuf *b);
-/* Appends n octets; -EIO when the spill file cannot be written. */
+/* An empty body. written(arg), when not NULL, runs on the loop thread
+ * after each chunk reached the file (or failed to): the moment to check
+ * msgbuf_full() and msgbuf_busy() again. Needs loop_init() once a body can
+ * spill. */
+void msgbuf_init(struct msgbuf *b, void (*written)(void *arg), void *arg);
+
+/* Appends n octets (copied). Returns 0, or once a write to the spill file
+ * has failed, that error (see msgbuf_error), and keeps nothing more. */
 int msgbuf_append(struct msgbuf *b, const char *p, size_t n);
-/* Copies the whole body to dst (b->len octets); any thread. 0 or -EIO. */
+
+/* True while MSGBUF_QUEUE_MAX chunks or more wait for the file: the caller
+ * should stop reading input until written() says otherwise, which bounds
+ * the memory a fast client can make us hold. */
+bool msgbuf_full(const struct msgbuf *b);
+
+/* The body is complete: sends what is left of a spilled body to the file.
+ * Append nothing after this. */
+void msgbuf_end(struct msgbuf *b);
+
+/* True while a write to the spill file is pending; written() runs after
+ * each one. */
+bool msgbuf_busy(const struct msgbuf *b);
+
+/* 0, or the first error of the spill file: -ENOSPC when the disk (or the
+ * quota) is full, -EIO for anything else. */
+int msgbuf_error(const struct msgbuf *b);
+
+/* Copies the whole body (b->len octets) to dst: on any thread, once
+ * msgbuf_end() was called and msgbuf_busy() is false with no error, while
+ * the loop thread leaves b alone. 0 or -EIO. */
 int msgbuf_copy(const struct msgbuf *b, char *dst);
+
+/* Frees the body at any time; b is empty again, with the same written()
+ * (which the freed body never calls). A write still running finishes on
+ * the thread pool and then releases its memory and the file. */
 void msgbuf_free(struct msgbuf *b);
 
 enum data_state {
@@ -47,10 +94,11 @@ enum data_state {
 };
 
 /* What was wrong with a body; checked when it ends. */
-#define DATA_ERR_LINE 0x1 /* a line over DATA_LINE_MAX */
-#define DATA_ERR_BARE 0x2 /* bare CR or LF */
-#define DATA_ERR_SIZE 0x4 /* over max_size: the rest was not kept */
-#define DATA_ERR_IO   0x8 /* the spill file failed */
+#define DATA_ERR_LINE 0x01 /* a line over DATA_LINE_MAX */
+#define DATA_ERR_BARE 0x02 /* bare CR or LF */
+#define DATA_ERR_SIZE 0x04 /* over max_size: the rest was not kept */
+#define DATA_ERR_IO   0x08 /* the body could not be kept (msgbuf_error) */
+#define DATA_ERR_NUL  0x10 /* a NUL octet */
 
 struct data_reader {
 	enum data_state st;

@@ -10,6 +10,10 @@
 
 /* The most a BDAT chunk may announce; more is surely a mistake. */
 #define SMTP_BDAT_MAX (1ull << 40)
+#define SMTP_HELO_MAX 255 /* RFC 1035 2.3.4: a name is 255 octets at most */
+
+#define POSTMASTER "<postmaster>" /* RFC 5321 4.1.1.3: without a domain */
+#define SIZE_EQ	   "SIZE="	  /* RFC 1870 */
 
 /* Skips "FROM:" / "TO:" (any case, and spaces after the colon, which many
  * clients send). Returns the path, or NULL. */
@@ -54,10 +58,11 @@ const char *smtp_parse_mail(char *arg, bool esmtp, struct smtp_mail_args *m)
 	     param = strtok_r(NULL, " ", &save)) {
 		if (!esmtp)
 			return "555 5.5.4 MAIL parameters need EHLO";
-		if (strncasecmp(param, "SIZE=", 5) == 0) {
+		if (strncasecmp(param, SIZE_EQ, strlen(SIZE_EQ)) == 0) {
+			const char *num = param + strlen(SIZE_EQ);
 			errno = 0;
-			m->size = strtoull(param + 5, &end, 10);
-			if (!isdigit((unsigned char)param[5]) || *end != '\0' ||
+			m->size = strtoull(num, &end, 10);
+			if (!isdigit((unsigned char)*num) || *end != '\0' ||
 			    errno != 0)
 				return "501 5.5.4 Bad SIZE parameter";
 		} else if (strcasecmp(param, "BODY=8BITMIME") == 0 ||
@@ -81,10 +86,11 @@ const char *smtp_parse_rcpt(const char *arg, bool utf8,
 	size_t used;
 
 	memset(a, 0, sizeof *a);
-	if (path != NULL && strncasecmp(path, "<postmaster>", 12) == 0) {
+	if (path != NULL &&
+	    strncasecmp(path, POSTMASTER, strlen(POSTMASTER)) == 0) {
 		strcpy(a->local, "postmaster");
 		snprintf(a->domain, sizeof a->domain, "%s", postmaster_domain);
-		used = 12;
+		used = strlen(POSTMASTER);
 	} else if (path == NULL || addr_parse_path(path, strlen(path), false,
 						   true, a, &used) < 0) {
 		return "501 5.1.3 Bad recipient address syntax";
@@ -117,7 +123,7 @@ size_t smtp_parse_helo(const char *arg)
 {
 	size_t n = strcspn(arg, " ");
 
-	if (n > 255)
+	if (n > SMTP_HELO_MAX)
 		return 0;
 	for (size_t i = 0; i < n; i++)
 		if (arg[i] < 0x21 || arg[i] > 0x7e)

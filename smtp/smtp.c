@@ -7,7 +7,9 @@
  */
 #include "smtp/smtp.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +35,33 @@ enum smtp_state {
 
 enum smtp_mode { MODE_CMD, MODE_DATA, MODE_BDAT };
 
+/* Why input is held back while a body goes to its spill file. */
+enum smtp_wait {
+	WAIT_NONE,
+	WAIT_ROOM,  /* too many chunks wait for the file (msgbuf_full) */
+	WAIT_FLUSH, /* the message is complete; its last chunks are not */
+};
+
+#define SMTP_TX_ID_MAX 24  /* session id (12 hex) + transaction (4 hex) */
+#define SMTP_REPLY_MAX 512 /* RFC 5321 4.5.3.1.5, CRLF included */
+#define SMTP_DATE_MAX  64  /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
+
+/* LMDB keeps a value's size in 32 bits (MAXDATASIZE in mdb.c): a stored
+ * message, trace headers included, is under 4 GiB whatever
+ * max_message_size says, or every retry of its commit would fail. */
+#define SMTP_STORE_MAX 0xffffffffull
+_Static_assert(SIZE_MAX >= SMTP_STORE_MAX, "a stored message's size fits");
+/* Return-Path: and Received: (checked when made), and the CRLF a BDAT body
+ * may need at its end. */
+#define SMTP_TRACE_MAX 2048
+
 struct smtp_tx {
-	char id[24];		       /* for the log, Received: and 250 */
+	char id[SMTP_TX_ID_MAX];       /* for the log, Received: and 250 */
 	char from[STORE_ADDR_MAX + 1]; /* reverse-path, "" for <> */
 	char first_rcpt[STORE_ADDR_MAX + 1];
-	unsigned nrcpt; /* RCPTs accepted */
-	char **users;	/* local mailboxes, distinct */
+	unsigned nrcpt;	   /* RCPTs accepted */
+	unsigned rejected; /* RCPTs refused: unknown user, relay denied */
+	char **users;	   /* local mailboxes, distinct */
 	unsigned nusers, cap_users;
 	bool utf8;
 	struct msgbuf body;
@@ -56,8 +79,10 @@ struct smtp_session {
 	struct smtp_server *srv;
 	enum smtp_state state;
 	enum smtp_mode mode;
+	enum smtp_wait wait;
 	bool esmtp;
-	unsigned errors, ntx;
+	unsigned errors; /* since the last message accepted */
+	unsigned ntx;
 	char *helo;
 	struct smtp_tx *tx;
 };
@@ -95,6 +120,8 @@ static void (*const smtp_proceed[])(struct smtp_session *s, char *arg) = {
 #undef X
 };
 
+static void smtp_body_written(void *arg);
+
 /* --- replies ------------------------------------------------------------ */
 
 static void smtp_reply(struct smtp_session *s, const char *line)
@@ -103,17 +130,48 @@ static void smtp_reply(struct smtp_session *s, const char *line)
 	conn_write(s->c, "\r\n", 2);
 }
 
+/* The errors that end a session, as Postfix counts them for its
+ * smtpd_hard_error_limit: those made without delivering mail, so the count
+ * starts again when a message is accepted. Recipients refused in a
+ * transaction that has a live recipient are set aside until it ends: a list
+ * message with stale addresses must reach the live ones (accepted, they are
+ * forgotten; else they count then). At most max_recipients are set aside,
+ * so one valid address cannot buy endless guesses at others. */
+static unsigned smtp_errors(const struct smtp_session *s)
+{
+	const struct smtp_tx *tx = s->tx;
+
+	if (tx == NULL ||
+	    (tx->nrcpt > 0 && tx->rejected <= s->srv->cfg->max_recipients))
+		return s->errors;
+	return s->errors + tx->rejected;
+}
+
+/* Hangs up on a client past the error limit: a prober (harvesting
+ * addresses, testing for an open relay) or a broken client. */
+static void smtp_check_errors(struct smtp_session *s)
+{
+	if (smtp_errors(s) < SMTP_ERRORS_MAX || conn_closing(s->c))
+		return;
+	conn_printf(s->c, "421 4.7.0 %s Error: too many errors\r\n",
+		    s->srv->cfg->hostname);
+	log_msg(LOG_WARN, "smtp", "sid=%s event=too-many-errors ip=%s",
+		conn_sid(s->c), conn_peer(s->c));
+	conn_close(s->c);
+}
+
 /* A refusal caused by the client: counted, and too many end the session. */
 static void smtp_error(struct smtp_session *s, const char *line)
 {
 	smtp_reply(s, line);
-	if (++s->errors >= SMTP_ERRORS_MAX) {
-		conn_printf(s->c, "421 4.7.0 %s Error: too many errors\r\n",
-			    s->srv->cfg->hostname);
-		log_msg(LOG_WARN, "smtp", "sid=%s event=too-many-errors ip=%s",
-			conn_sid(s->c), conn_peer(s->c));
-		conn_close(s->c);
-	}
+	s->errors++;
+	smtp_check_errors(s);
+}
+
+/* The client's HELO name for a log line (it chose it: encoded). */
+static const char *smtp_log_helo(const struct smtp_session *s)
+{
+	return s->helo != NULL ? log_str(s->helo) : "-";
 }
 
 /* --- transactions ------------------------------------------------------- */
@@ -130,9 +188,12 @@ static void smtp_tx_free(struct smtp_tx *tx)
 	free(tx);
 }
 
-/* Ends the current transaction, whatever its outcome. */
+/* Ends the current transaction, whatever its outcome; the recipients it
+ * refused count as errors from now on (see smtp_errors). */
 static void smtp_tx_end(struct smtp_session *s)
 {
+	if (s->tx != NULL)
+		s->errors += s->tx->rejected;
 	smtp_tx_free(s->tx);
 	s->tx = NULL;
 	s->mode = MODE_CMD;
@@ -186,7 +247,8 @@ static void smtp_ehlo(struct smtp_session *s, char *arg)
 		    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
 		    "250-SMTPUTF8\r\n250 CHUNKING\r\n",
 		    s->srv->cfg->hostname,
-		    (unsigned long long)s->srv->cfg->max_message_size);
+		    (unsigned long long)s->srv->max_size);
+	smtp_check_errors(s);
 }
 
 static void smtp_helo(struct smtp_session *s, char *arg)
@@ -199,6 +261,7 @@ static void smtp_helo(struct smtp_session *s, char *arg)
 	smtp_tx_end(s);
 	s->esmtp = false;
 	conn_printf(s->c, "250 %s\r\n", s->srv->cfg->hostname);
+	smtp_check_errors(s);
 }
 
 static void smtp_rset(struct smtp_session *s, char *arg)
@@ -206,6 +269,7 @@ static void smtp_rset(struct smtp_session *s, char *arg)
 	(void)arg;
 	smtp_tx_end(s);
 	smtp_reply(s, "250 2.0.0 Ok");
+	smtp_check_errors(s);
 }
 
 static void smtp_noop(struct smtp_session *s, char *arg)
@@ -244,7 +308,7 @@ static void smtp_mail(struct smtp_session *s, char *arg)
 	struct smtp_mail_args m;
 	const char *err = smtp_parse_mail(arg, s->esmtp, &m);
 
-	if (err == NULL && m.size > s->srv->cfg->max_message_size)
+	if (err == NULL && m.size > s->srv->max_size)
 		/* RFC 1870: refuse at once what SIZE says is too big. */
 		err = "552 5.3.4 Message size exceeds fixed limit";
 	if (err != NULL) {
@@ -252,7 +316,7 @@ static void smtp_mail(struct smtp_session *s, char *arg)
 		return;
 	}
 	s->tx = xcalloc(1, sizeof *s->tx);
-	msgbuf_init(&s->tx->body);
+	msgbuf_init(&s->tx->body, smtp_body_written, s);
 	snprintf(s->tx->id, sizeof s->tx->id, "%s%04x", conn_sid(s->c),
 		 s->ntx++ & 0xffff);
 	if (addr_format(&m.from, s->tx->from, sizeof s->tx->from) < 0) {
@@ -290,7 +354,9 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 	int r;
 
 	if (s->tx->nrcpt >= s->srv->cfg->max_recipients) {
-		smtp_error(s, "452 4.5.3 Too many recipients");
+		/* Not an error: the client sends the rest in a later
+		 * transaction (RFC 5321 4.5.3.1.10). */
+		smtp_reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
 	/* "<postmaster>" means ours: the first configured domain's. */
@@ -314,7 +380,10 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user, s->tx);
 		while (r < 0 && s->tx->nusers > before) /* none half-added */
 			free(s->tx->users[--s->tx->nusers]);
-		r = r == -ENOENT ? -ENOENT : r < 0 ? r : 1;
+		/* The store refuses a name with a space, a comma or a control
+		 * ("a b"@, "a,b"@): no such user can ever exist, which is a
+		 * permanent answer, not a 4xx to retry for days. */
+		r = r == -ENOENT || r == -EINVAL ? -ENOENT : r < 0 ? r : 1;
 	}
 	store_txn_abort(txn);
 	if (r == 1) {
@@ -323,22 +392,26 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		s->state = ST_RCPT;
 		smtp_reply(s, "250 2.1.5 Ok");
 	} else if (r == 0 || r == -ENOENT) {
-		/* Both count as errors: address harvesting ends at the
-		 * limit like any other abuse. */
-		char line[STORE_ADDR_MAX + 64];
+		/* Both are errors (see smtp_errors): harvesting addresses or
+		 * probing for a relay ends at the limit. */
+		char line[SMTP_REPLY_MAX];
 		snprintf(line, sizeof line,
 			 r == 0 ? "554 5.7.1 <%s>: Relay access denied"
 				: "550 5.1.1 <%s>: Recipient address rejected: "
 				  "User unknown",
 			 rcpt);
 		log_msg(LOG_INFO, "smtp",
-			"sid=%s event=reject ip=%s to=%s "
+			"sid=%s event=reject ip=%s helo=%s from=<%s> to=<%s> "
 			"reason=%s",
-			conn_sid(s->c), conn_peer(s->c),
-			log_str(rcpt),
+			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
+			log_str(s->tx->from), log_str(rcpt),
 			r == 0 ? "relay" : "unknown-user");
-		smtp_error(s, line);
+		smtp_reply(s, line);
+		s->tx->rejected++;
+		smtp_check_errors(s);
 	} else {
+		/* -EAGAIN (the map being resized) or -EIO: truly temporary,
+		 * the next attempt sees a working store. */
 		smtp_reply(s, "451 4.3.0 Temporary lookup failure");
 	}
 }
@@ -348,8 +421,7 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 static void smtp_data(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	data_init(&s->tx->rd, true, s->srv->cfg->max_message_size,
-		  &s->tx->body);
+	data_init(&s->tx->rd, true, s->srv->max_size, &s->tx->body);
 	s->mode = MODE_DATA;
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -369,12 +441,11 @@ static void smtp_bdat(struct smtp_session *s, char *arg)
 		/* RFC 3030 2: a refused chunk is still read, then dropped. */
 		if (s->tx == NULL) {
 			s->tx = xcalloc(1, sizeof *s->tx);
-			msgbuf_init(&s->tx->body);
+			msgbuf_init(&s->tx->body, smtp_body_written, s);
 		}
 		s->tx->bdat_discard = smtp_sequence_reply(s, "BDAT");
 	} else if (s->state == ST_RCPT) {
-		data_init(&s->tx->rd, false, s->srv->cfg->max_message_size,
-			  &s->tx->body);
+		data_init(&s->tx->rd, false, s->srv->max_size, &s->tx->body);
 	}
 	s->tx->bdat_left = n;
 	s->tx->bdat_last = last;
@@ -387,7 +458,7 @@ static void smtp_bdat(struct smtp_session *s, char *arg)
 static void smtp_tx_header(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	char date[64], forc[STORE_ADDR_MAX + 16] = "";
+	char date[SMTP_DATE_MAX], forc[sizeof "\r\n\tfor <>;" + STORE_ADDR_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	int n;
@@ -412,6 +483,8 @@ static void smtp_tx_header(struct smtp_session *s)
 		     tx->id, forc, date);
 	if (n < 0)
 		fatal("event=oom");
+	if ((size_t)n > SMTP_TRACE_MAX - 2)
+		fatal("event=trace-too-long len=%d", n);
 	tx->header_len = (size_t)n;
 }
 
@@ -439,37 +512,46 @@ static void smtp_store_done(void *arg, int rc)
 {
 	struct smtp_session *s = arg;
 	struct smtp_tx *tx = s->tx;
+	const char *ename = rc == 0 ? "" : strerrorname_np(-rc);
 
 	if (rc == 0) {
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
 	} else {
+		/* Both are temporary: a full store may have room later (RFC
+		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at
+		 * the RCPT of the next attempt. */
 		smtp_reply(s, rc == -ENOSPC
 				  ? "452 4.3.1 Insufficient system storage"
 				  : "451 4.3.0 Local error in processing");
 		s->srv->refused++;
 	}
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "smtp",
-		"sid=%s event=%s id=%s from=<%s> rcpts=%u mailboxes=%u "
-		"size=%llu%s%s",
+		"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
+		"mailboxes=%u size=%llu%s%s",
 		conn_sid(s->c), rc == 0 ? "stored" : "store-failed", tx->id,
-		log_str(tx->from), tx->nrcpt, tx->nusers,
+		smtp_log_helo(s), log_str(tx->from), tx->nrcpt, tx->nusers,
 		(unsigned long long)(tx->header_len + tx->body.len),
-		rc == 0 ? "" : " error=", rc == 0 ? "" : strerror(-rc));
+		rc == 0 ? "" : " error=", ename != NULL ? ename : "unknown");
 	smtp_tx_end(s);
+	if (rc == 0)
+		s->errors = 0; /* mail delivered: a well-behaved client */
+	else
+		smtp_check_errors(s);
 	conn_resume(s->c);
 }
 
-/* The whole message is in: refuse it, or hand it to the commit thread. */
-static void smtp_message_end(struct smtp_session *s)
+/* The message is complete and its body wholly in memory or in the spill
+ * file: refuse it, or hand it to the commit thread. paused: input is held
+ * already (we waited for the file), and must be resumed on a refusal. */
+static void smtp_message_finish(struct smtp_session *s, bool paused)
 {
 	struct smtp_tx *tx = s->tx;
+	unsigned err = tx->rd.errors;
+	int io = msgbuf_error(&tx->body);
 	const char *reply = NULL;
-	unsigned err;
+	bool ours = false; /* a local failure, not the client's error */
 
-	if (!tx->rd.dots && tx->rd.st == DATA_CR)
-		tx->rd.errors |= DATA_ERR_BARE; /* a chunk ended in a lone CR */
-	err = tx->rd.errors;
 	if (tx->bdat_discard)
 		reply = tx->bdat_discard;
 	else if (err & DATA_ERR_SIZE)
@@ -478,22 +560,26 @@ static void smtp_message_end(struct smtp_session *s)
 		reply = "500 5.5.2 Line too long in message";
 	else if (err & DATA_ERR_BARE)
 		reply = "500 5.5.2 Bare CR or LF in message";
-	else if (err & DATA_ERR_IO)
-		reply = "451 4.3.0 Local error in processing";
+	else if (err & DATA_ERR_NUL)
+		reply = "500 5.5.2 NUL character in message";
+	else if (io == -ENOSPC) /* the disk is full: temporary, storage */
+		reply = "452 4.3.1 Insufficient system storage", ours = true;
+	else if (io < 0 || (err & DATA_ERR_IO))
+		reply = "451 4.3.0 Local error in processing", ours = true;
 	if (reply != NULL) {
-		log_msg(LOG_INFO, "smtp", "sid=%s event=reject ip=%s reply=%s",
-			conn_sid(s->c), conn_peer(s->c),
-			log_str(reply));
+		log_msg(LOG_INFO, "smtp",
+			"sid=%s event=reject ip=%s helo=%s from=<%s> reply=%s",
+			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
+			log_str(tx->from), log_str(reply));
 		smtp_tx_end(s);
-		smtp_error(s, reply);
-		return;
-	}
-	/* BDAT content need not end in CRLF; a stored message always does, so
-	 * POP3 sizes and the final "." come out right. */
-	if (!tx->rd.dots && tx->rd.st != DATA_BOL &&
-	    msgbuf_append(&tx->body, "\r\n", 2) < 0) {
-		smtp_tx_end(s);
-		smtp_reply(s, "451 4.3.0 Local error in processing");
+		if (ours) {
+			smtp_reply(s, reply);
+			smtp_check_errors(s);
+		} else {
+			smtp_error(s, reply);
+		}
+		if (paused)
+			conn_resume(s->c);
 		return;
 	}
 	smtp_tx_header(s);
@@ -501,9 +587,62 @@ static void smtp_message_end(struct smtp_session *s)
 	tx->job.done = smtp_store_done;
 	tx->job.arg = s;
 	/* A 250 only once the commit holding the message is synced. */
-	s->mode = MODE_CMD;
-	conn_pause(s->c);
+	if (!paused)
+		conn_pause(s->c);
 	store_commit_submit(s->srv->st, &tx->job);
+}
+
+/* The whole message is in: wait for its spill file, if any, to have it
+ * all, then finish. */
+static void smtp_message_end(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+
+	s->mode = MODE_CMD;
+	if (!tx->rd.dots && tx->rd.st == DATA_CR)
+		tx->rd.errors |= DATA_ERR_BARE; /* a chunk ended in a lone CR */
+	/* BDAT content need not end in CRLF; a stored message always does, so
+	 * POP3 sizes and the final "." come out right. A failure shows in
+	 * msgbuf_error. */
+	if (!tx->bdat_discard && tx->rd.errors == 0 && !tx->rd.dots &&
+	    tx->rd.st != DATA_BOL)
+		msgbuf_append(&tx->body, "\r\n", 2);
+	msgbuf_end(&tx->body);
+	if (msgbuf_busy(&tx->body)) {
+		/* The commit thread reads the file: it must be complete. */
+		if (s->wait == WAIT_NONE)
+			conn_pause(s->c);
+		s->wait = WAIT_FLUSH;
+		return;
+	}
+	assert(s->wait == WAIT_NONE); /* only a busy body makes us wait */
+	smtp_message_finish(s, false);
+}
+
+/* The body's spill file took a chunk (msgbuf's written callback): read on,
+ * or go on to the commit. */
+static void smtp_body_written(void *arg)
+{
+	struct smtp_session *s = arg;
+	struct msgbuf *b = &s->tx->body;
+
+	if (s->wait == WAIT_ROOM && !msgbuf_full(b)) {
+		s->wait = WAIT_NONE;
+		conn_resume(s->c);
+	} else if (s->wait == WAIT_FLUSH && !msgbuf_busy(b)) {
+		s->wait = WAIT_NONE;
+		smtp_message_finish(s, true);
+	}
+}
+
+/* Holds input back while too much of the body waits for its spill file,
+ * which bounds the memory a fast client makes us hold. */
+static void smtp_body_room(struct smtp_session *s)
+{
+	if (s->wait == WAIT_NONE && msgbuf_full(&s->tx->body)) {
+		s->wait = WAIT_ROOM;
+		conn_pause(s->c);
+	}
 }
 
 /* Feeds message octets from the input; false when it needs more. */
@@ -520,6 +659,7 @@ static bool smtp_body_input(struct smtp_session *s)
 	if (s->mode == MODE_DATA) {
 		used = data_feed(&tx->rd, p, n);
 		conn_consume(s->c, used);
+		smtp_body_room(s);
 		if (tx->rd.st != DATA_DONE)
 			return false;
 		smtp_message_end(s);
@@ -531,6 +671,7 @@ static bool smtp_body_input(struct smtp_session *s)
 		data_feed(&tx->rd, p, n);
 	conn_consume(s->c, n);
 	tx->bdat_left -= n;
+	smtp_body_room(s);
 	if (tx->bdat_left > 0)
 		return false;
 	if (tx->bdat_last || tx->bdat_discard) {
@@ -663,6 +804,9 @@ void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 	memset(srv, 0, sizeof *srv);
 	srv->cfg = cfg;
 	srv->st = st;
+	srv->max_size = cfg->max_message_size;
+	if (srv->max_size > SMTP_STORE_MAX - SMTP_TRACE_MAX)
+		srv->max_size = SMTP_STORE_MAX - SMTP_TRACE_MAX;
 	snprintf(srv->busy_reply, sizeof srv->busy_reply,
 		 "421 4.7.0 %s Error: too many connections from your "
 		 "address\r\n",

@@ -1,6 +1,10 @@
 /* test_data.c - the DATA/BDAT body reader and the spilling body buffer
  * (smtp/data.c).
  *
+ * The spill file is written on the thread pool: these tests run the libuv
+ * loop (drain()) to let the writes finish, and end by checking that the
+ * loop closes with no live handle and no request left.
+ *
  * Every input is fed whole, byte by byte, split in two at every offset and
  * in three pieces at many offset pairs; each way must give the same final
  * state, errors, consumed count and stored body (data.h: "feeding the same
@@ -20,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "core/loop.h"
 #include "smtp/data.h"
 
 /* A literal and its length, which may include NUL bytes. */
@@ -57,8 +62,27 @@ static const struct data_case cases[] = {
      S("a\r\n.\r\n")},
     {"dot inside a line", S("a.\r\nb..c\r\n.\r\n"), true, BIG, DATA_DONE, 0,
      ALL, S("a.\r\nb..c\r\n")},
+    {"8-bit", S("\x80\xffz\xc3\xa9\r\n.\r\n"), true, BIG, DATA_DONE, 0, ALL,
+     S("\x80\xffz\xc3\xa9\r\n")},
+    /* NUL: refused at the end (a next hop that drops NULs would end the
+     * message at "CRLF NUL . CRLF"); the body is still read to its end. */
     {"8-bit and NUL", S("\x80\xff\x00z\xc3\xa9\r\n.\r\n"), true, BIG, DATA_DONE,
-     0, ALL, S("\x80\xff\x00z\xc3\xa9\r\n")},
+     DATA_ERR_NUL, ALL, S("\x80\xff\x00z\xc3\xa9\r\n")},
+    {"NUL dot smuggle", S("a\r\n\x00.\r\nMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n"),
+     true, BIG, DATA_DONE, DATA_ERR_NUL, 27,
+     S("a\r\n\x00.\r\nMAIL FROM:<x@y>\r\n")},
+    {"NUL alone", S("\x00"), true, BIG, DATA_TEXT, DATA_ERR_NUL, ALL,
+     S("\x00")},
+    {"NUL at line start", S("\x00\r\n.\r\n"), true, BIG, DATA_DONE,
+     DATA_ERR_NUL, ALL, S("\x00\r\n")},
+    {"NUL after a dot", S(".\x00\r\n.\r\n"), true, BIG, DATA_DONE, DATA_ERR_NUL,
+     ALL, S("\x00\r\n")},
+    {"NUL after the end is not ours", S("a\r\n.\r\n\x00\r\n"), true, BIG,
+     DATA_DONE, 0, 6, S("a\r\n")},
+    {"NUL and bare LF", S("a\x00\nb\r\n.\r\n"), true, BIG, DATA_DONE,
+     DATA_ERR_NUL | DATA_ERR_BARE, ALL, S("a\x00\nb\r\n")},
+    {"NUL over size", S("0123456789\x00\r\n.\r\n"), true, 5, DATA_DONE,
+     DATA_ERR_SIZE | DATA_ERR_NUL, ALL, NULL, 0},
     {"next command not consumed", S("hello\r\n.\r\nQUIT\r\n"), true, BIG,
      DATA_DONE, 0, 10, S("hello\r\n")},
     {"pipelined next message", S(".\r\nMAIL FROM:<a@b>\r\n"), true, BIG,
@@ -118,8 +142,12 @@ static const struct data_case cases[] = {
      S("a\n.\r\n")},
     {"bdat bare CR", S("a\r.\r\n"), false, BIG, DATA_BOL, DATA_ERR_BARE, ALL,
      S("a\r.\r\n")},
-    {"bdat 8-bit", S("\x00\xff\r\n"), false, BIG, DATA_BOL, 0, ALL,
+    {"bdat 8-bit", S("\x80\xff\r\n"), false, BIG, DATA_BOL, 0, ALL,
+     S("\x80\xff\r\n")},
+    {"bdat NUL", S("\x00\xff\r\n"), false, BIG, DATA_BOL, DATA_ERR_NUL, ALL,
      S("\x00\xff\r\n")},
+    {"bdat NUL dot", S("a\r\n\x00.\r\nb"), false, BIG, DATA_TEXT, DATA_ERR_NUL,
+     ALL, S("a\r\n\x00.\r\nb")},
     {"bdat size over", S("0123456789"), false, 9, DATA_TEXT, DATA_ERR_SIZE, ALL,
      NULL, 0},
 };
@@ -150,7 +178,7 @@ static struct outcome feed_cut(const struct data_case *c, const char *in,
 	struct outcome o;
 	size_t start = 0, total = 0;
 
-	msgbuf_init(&b);
+	msgbuf_init(&b, NULL, NULL);
 	data_init(&r, c->dots, c->max_size, &b);
 	for (size_t k = 0; k <= ncuts; k++) {
 		size_t end = k < ncuts ? cuts[k] : n;
@@ -176,6 +204,8 @@ static struct outcome feed_cut(const struct data_case *c, const char *in,
 	o.len = b.len;
 	o.body = malloc(b.len ? b.len : 1);
 	assert_non_null(o.body);
+	assert_null(b.spill); /* small bodies: in memory */
+	msgbuf_end(&b);
 	assert_int_equal(msgbuf_copy(&b, o.body), 0);
 	msgbuf_free(&b);
 	return o;
@@ -394,9 +424,17 @@ static void test_line_length(void **state)
 
 static char spill_dir[64];
 
+/* Runs the loop until every write (and close) on the thread pool is done
+ * and its callback has run. */
+static void drain(void)
+{
+	uv_run(loop_get(), UV_RUN_DEFAULT);
+}
+
 static int spill_setup(void **state)
 {
 	(void)state;
+	loop_init(uv_default_loop());
 	snprintf(spill_dir, sizeof spill_dir, "/tmp/pb-test-data-XXXXXX");
 	if (mkdtemp(spill_dir) == NULL)
 		return -1;
@@ -407,7 +445,11 @@ static int spill_setup(void **state)
 static int spill_teardown(void **state)
 {
 	(void)state;
+	drain();
 	msgbuf_spill_dir = ".";
+	/* Every job and its callback are done, no handle is left. */
+	if (uv_loop_close(uv_default_loop()) != 0)
+		return -1;
 	/* O_TMPFILE files are unlinked: the directory must be empty. */
 	return rmdir(spill_dir);
 }
@@ -418,67 +460,101 @@ static void pattern(char *p, size_t n, size_t from)
 		p[i] = (char)((from + i) * 131 % 251);
 }
 
-static bool fd_open(int fd)
+/* Files this process has open (to see that spill files get closed). */
+static int open_fds(void)
 {
-	return fcntl(fd, F_GETFD) != -1 || errno != EBADF;
+	int n = 0;
+
+	for (int fd = 0; fd < 1024; fd++)
+		if (fcntl(fd, F_GETFD) != -1)
+			n++;
+	return n;
+}
+
+/* written() callback: counts its calls. */
+static void count_written(void *arg)
+{
+	(*(unsigned *)arg)++;
 }
 
 static void test_msgbuf_memory(void **state)
 {
 	struct msgbuf b;
 	char want[100], got[100];
+	unsigned written = 0;
 
 	(void)state;
-	msgbuf_init(&b);
-	assert_int_equal(b.fd, -1);
+	msgbuf_init(&b, count_written, &written);
+	assert_null(b.spill);
 	assert_int_equal(b.len, 0);
-	assert_int_equal(msgbuf_copy(&b, got), 0); /* empty: nothing to do */
 	assert_int_equal(msgbuf_append(&b, "", 0), 0);
+	msgbuf_end(&b);
+	assert_int_equal(msgbuf_copy(&b, got), 0); /* empty: nothing to do */
+	msgbuf_free(&b);
 	pattern(want, sizeof want, 0);
 	for (size_t i = 0; i < sizeof want; i += 10)
 		assert_int_equal(msgbuf_append(&b, want + i, 10), 0);
-	assert_int_equal(b.fd, -1);
+	assert_null(b.spill);
+	assert_false(msgbuf_busy(&b));
+	assert_false(msgbuf_full(&b));
 	assert_int_equal(b.len, sizeof want);
+	msgbuf_end(&b);
+	assert_int_equal(msgbuf_error(&b), 0);
 	assert_int_equal(msgbuf_copy(&b, got), 0);
 	assert_memory_equal(got, want, sizeof want);
 	msgbuf_free(&b);
-	assert_null(b.mem);
+	assert_null(b.cur);
 	assert_int_equal(b.len, 0);
-	assert_int_equal(b.fd, -1);
-	msgbuf_free(&b); /* freeing twice is harmless */
+	assert_ptr_equal(b.arg, &written); /* the callback stays */
+	msgbuf_free(&b);		   /* freeing twice is harmless */
+	assert_int_equal(written, 0);	   /* nothing went to a file */
 }
 
-/* Appends total octets in pieces of step; checks where it spills. */
-static void spill_run(size_t total, size_t step)
+/* Appends total octets in pieces of step, running the loop after every
+ * `every` pieces (0: never before the end), so writes finish at every
+ * point of the filling; checks where it spills and that the file holds the
+ * body in order. */
+static void spill_run(size_t total, size_t step, unsigned every)
 {
 	struct msgbuf b;
 	char *want = malloc(total), *got = malloc(total);
-	int fd;
+	int fds = open_fds();
+	unsigned written = 0, pieces = 0;
 
 	assert_non_null(want);
 	assert_non_null(got);
 	pattern(want, total, 0);
-	msgbuf_init(&b);
+	msgbuf_init(&b, count_written, &written);
 	for (size_t off = 0; off < total; off += step) {
 		size_t n = total - off < step ? total - off : step;
 		assert_int_equal(msgbuf_append(&b, want + off, n), 0);
 		assert_int_equal(b.len, off + n);
-		/* In memory up to MSGBUF_SPILL, in a file past it. */
-		if (off + n <= MSGBUF_SPILL) {
-			assert_int_equal(b.fd, -1);
-		} else {
-			assert_true(b.fd >= 0);
-			assert_null(b.mem);
-		}
+		/* In memory up to MSGBUF_CHUNK, to a file past it. */
+		if (off + n <= MSGBUF_CHUNK)
+			assert_null(b.spill);
+		else
+			assert_non_null(b.spill);
+		if (every != 0 && ++pieces % every == 0)
+			drain();
 	}
+	msgbuf_end(&b);
+	drain();
+	assert_false(msgbuf_busy(&b));
+	assert_false(msgbuf_full(&b));
+	assert_int_equal(msgbuf_error(&b), 0);
+	/* written() once per chunk that went to the file */
+	assert_int_equal(written,
+			 total <= MSGBUF_CHUNK
+			     ? 0
+			     : (total + MSGBUF_CHUNK - 1) / MSGBUF_CHUNK);
+	memset(got, 0, total);
 	assert_int_equal(msgbuf_copy(&b, got), 0);
 	assert_memory_equal(got, want, total);
-	fd = b.fd;
 	msgbuf_free(&b);
-	assert_int_equal(b.fd, -1);
+	assert_null(b.spill);
 	assert_int_equal(b.len, 0);
-	if (fd >= 0)
-		assert_false(fd_open(fd)); /* msgbuf_free closed the file */
+	drain();
+	assert_int_equal(open_fds(), fds); /* the file was closed */
 	free(want);
 	free(got);
 }
@@ -486,43 +562,129 @@ static void spill_run(size_t total, size_t step)
 static void test_msgbuf_spill(void **state)
 {
 	(void)state;
-	spill_run(MSGBUF_SPILL, 4096);		 /* exactly the limit: memory */
-	spill_run(MSGBUF_SPILL + 1, 4096);	 /* one over: the last octet */
-	spill_run(2 * MSGBUF_SPILL + 123, 4099); /* crosses mid-piece */
-	spill_run(MSGBUF_SPILL + 10, MSGBUF_SPILL + 10); /* one big append */
-	spill_run(3 * MSGBUF_SPILL, 65536);
+	spill_run(MSGBUF_CHUNK, 4096, 0);     /* exactly a chunk: memory */
+	spill_run(MSGBUF_CHUNK + 1, 4096, 0); /* one over: the last octet */
+	spill_run(2 * MSGBUF_CHUNK + 123, 4099, 0); /* crosses mid-piece */
+	spill_run(MSGBUF_CHUNK + 10, MSGBUF_CHUNK + 10, 0); /* one append */
+	spill_run(3 * MSGBUF_CHUNK, 65536, 0);
+	spill_run(3 * MSGBUF_CHUNK, 3 * MSGBUF_CHUNK, 0);
+	/* writes finishing between appends, at many different points */
+	for (unsigned every = 1; every <= 7; every++)
+		spill_run(5 * MSGBUF_CHUNK + 77, 65521, every);
 }
 
-/* The spill directory is gone: -EIO, and what was kept stays intact. */
-static void test_msgbuf_spill_error(void **state)
+/* Input should pause while MSGBUF_QUEUE_MAX chunks wait for the file; the
+ * chunk being filled and those waiting are all a body holds in memory. */
+static void test_msgbuf_full(void **state)
 {
+	size_t n = MSGBUF_QUEUE_MAX * MSGBUF_CHUNK + 1;
+	char *want = malloc(n), *got = malloc(n);
+	unsigned written = 0;
 	struct msgbuf b;
-	size_t n = MSGBUF_SPILL;
-	char *want = malloc(n + 1), *got = malloc(n);
 
 	(void)state;
 	assert_non_null(want);
 	assert_non_null(got);
-	pattern(want, n + 1, 0);
-	msgbuf_spill_dir = "/nonexistent/pillarbox-test";
-	msgbuf_init(&b);
-	assert_int_equal(msgbuf_append(&b, want, n), 0);
-	assert_int_equal(msgbuf_append(&b, want + n, 1), -EIO);
-	assert_int_equal(b.len, n);
-	assert_int_equal(b.fd, -1);
+	pattern(want, n, 3);
+	msgbuf_init(&b, count_written, &written);
+	/* Chunks go to the queue as the next one starts: one short of
+	 * MSGBUF_QUEUE_MAX, then MSGBUF_QUEUE_MAX (full). */
+	assert_int_equal(msgbuf_append(&b, want, n - MSGBUF_CHUNK), 0);
+	assert_false(msgbuf_full(&b));
+	assert_int_equal(
+	    msgbuf_append(&b, want + n - MSGBUF_CHUNK, MSGBUF_CHUNK), 0);
+	assert_true(msgbuf_full(&b));
+	assert_true(msgbuf_busy(&b));
+	/* Each chunk written makes room; written() says when. */
+	while (msgbuf_full(&b))
+		uv_run(loop_get(), UV_RUN_ONCE);
+	assert_true(written >= 1);
+	msgbuf_end(&b);
+	drain();
+	assert_false(msgbuf_busy(&b));
 	assert_int_equal(msgbuf_copy(&b, got), 0);
 	assert_memory_equal(got, want, n);
 	msgbuf_free(&b);
-	msgbuf_spill_dir = spill_dir;
+	drain();
 	free(want);
 	free(got);
 }
 
-/* A DATA body larger than MSGBUF_SPILL, fed in uneven reads, ends up in
- * the file byte for byte; and a spill failure is DATA_ERR_IO. */
+/* Freed while a write runs on the thread pool (a client that drops the
+ * connection mid-message): the job finishes on memory that is still ours,
+ * then the file and the memory go (ASan and LSan watch). */
+static void test_msgbuf_free_while_writing(void **state)
+{
+	size_t n = 4 * MSGBUF_CHUNK + 5;
+	char *data = malloc(n);
+	unsigned written = 0, before;
+	int fds = open_fds();
+	struct msgbuf b;
+
+	(void)state;
+	assert_non_null(data);
+	pattern(data, n, 7);
+	for (int round = 0; round < 3; round++) {
+		msgbuf_init(&b, count_written, &written);
+		assert_int_equal(msgbuf_append(&b, data, n), 0);
+		assert_true(msgbuf_busy(&b));
+		if (round == 1)
+			msgbuf_end(&b);
+		if (round == 2)
+			uv_run(loop_get(), UV_RUN_ONCE);
+		before = written;
+		msgbuf_free(&b);
+		assert_false(msgbuf_busy(&b));
+		/* the msgbuf can be used again at once */
+		assert_int_equal(msgbuf_append(&b, "abc", 3), 0);
+		assert_int_equal(b.len, 3);
+		msgbuf_free(&b);
+		drain();
+		assert_int_equal(written, before); /* not after the free */
+	}
+	assert_int_equal(open_fds(), fds);
+	free(data);
+}
+
+/* The spill directory is gone: appends go on (the failure is known only
+ * once the thread pool tried), then msgbuf_error says -EIO, written() was
+ * called, and nothing more is kept. */
+static void test_msgbuf_spill_error(void **state)
+{
+	struct msgbuf b;
+	size_t n = MSGBUF_CHUNK;
+	char *want = malloc(2 * n + 1);
+	unsigned written = 0;
+
+	(void)state;
+	assert_non_null(want);
+	pattern(want, 2 * n + 1, 0);
+	msgbuf_spill_dir = "/nonexistent/pillarbox-test";
+	msgbuf_init(&b, count_written, &written);
+	assert_int_equal(msgbuf_append(&b, want, n), 0);
+	assert_int_equal(msgbuf_append(&b, want + n, n + 1), 0);
+	assert_int_equal(msgbuf_error(&b), 0);
+	drain();
+	assert_int_equal(written, 1);
+	assert_false(msgbuf_busy(&b));
+	assert_false(msgbuf_full(&b));
+	assert_int_equal(msgbuf_error(&b), -EIO);
+	assert_int_equal(msgbuf_append(&b, "x", 1), -EIO);
+	assert_int_equal(b.len, 2 * n + 1);
+	msgbuf_end(&b);
+	drain();
+	assert_int_equal(msgbuf_error(&b), -EIO);
+	msgbuf_free(&b);
+	assert_int_equal(msgbuf_error(&b), 0); /* empty again */
+	msgbuf_spill_dir = spill_dir;
+	free(want);
+}
+
+/* A DATA body larger than MSGBUF_CHUNK, fed in uneven reads, ends up in
+ * the file byte for byte; and a spill failure is DATA_ERR_IO once known. */
 static void test_data_spill(void **state)
 {
-	const size_t lines = 3 * MSGBUF_SPILL / 80, cap = lines * 81 + 3;
+	const size_t lines = 3 * MSGBUF_CHUNK / 80, cap = lines * 81 + 3;
 	char *in = malloc(cap), *body = malloc(cap), *got = malloc(cap);
 	size_t n, off = 0;
 	struct data_reader r;
@@ -541,7 +703,7 @@ static void test_data_spill(void **state)
 		pattern(line, 78, i);
 		for (size_t k = 0; k < 78; k++)
 			if (line[k] == '\r' || line[k] == '\n' ||
-			    line[k] == '.')
+			    line[k] == '.' || line[k] == '\0')
 				line[k] = 'z';
 		if (i % 7 == 0) {
 			line[0] = '.';
@@ -553,26 +715,34 @@ static void test_data_spill(void **state)
 	}
 	put(in, &n, ".\r\n", 3);
 
-	msgbuf_init(&b);
+	msgbuf_init(&b, NULL, NULL);
 	data_init(&r, true, BIG, &b);
 	for (size_t step = 1; off < n; step = step * 7 % 65521 + 1) {
 		size_t k = n - off < step ? n - off : step;
 		assert_int_equal(data_feed(&r, in + off, k), k);
 		off += k;
+		if (step % 3 == 0)
+			uv_run(loop_get(), UV_RUN_NOWAIT);
 	}
 	assert_int_equal(r.st, DATA_DONE);
 	assert_int_equal(r.errors, 0);
-	assert_true(b.fd >= 0);
+	assert_non_null(b.spill);
 	assert_int_equal(b.len, bn);
+	msgbuf_end(&b);
+	drain();
 	assert_int_equal(msgbuf_copy(&b, got), 0);
 	assert_memory_equal(got, body, bn);
 	msgbuf_free(&b);
 
-	/* Spilling fails: the reader goes on to the end, flagged. */
+	/* Spilling fails: the reader goes on to the end, flagged from the
+	 * moment the failure is known. */
 	msgbuf_spill_dir = "/nonexistent/pillarbox-test";
-	msgbuf_init(&b);
+	msgbuf_init(&b, NULL, NULL);
 	data_init(&r, true, BIG, &b);
-	assert_int_equal(data_feed(&r, in, n), n);
+	assert_int_equal(data_feed(&r, in, n / 2), n / 2);
+	drain();
+	assert_int_equal(msgbuf_error(&b), -EIO);
+	assert_int_equal(data_feed(&r, in + n / 2, n - n / 2), n - n / 2);
 	assert_int_equal(r.st, DATA_DONE);
 	assert_int_equal(r.errors, DATA_ERR_IO);
 	msgbuf_free(&b);
@@ -595,7 +765,7 @@ static void test_bdat_chunks(void **state)
 	char got[sizeof want];
 
 	(void)state;
-	msgbuf_init(&b);
+	msgbuf_init(&b, NULL, NULL);
 	data_init(&r, false, BIG, &b);
 	for (size_t i = 0; i < sizeof chunks / sizeof *chunks; i++)
 		assert_int_equal(data_feed(&r, chunks[i], strlen(chunks[i])),
@@ -615,6 +785,35 @@ static void test_bdat_chunks(void **state)
 	msgbuf_free(&b);
 }
 
+/* A body over the size limit is dropped the moment it passes it, even with
+ * a write of it running: nothing is kept, and the file goes. */
+static void test_size_while_spilling(void **state)
+{
+	size_t n = 3 * MSGBUF_CHUNK;
+	char *in = malloc(n);
+	struct data_reader r;
+	struct msgbuf b;
+	int fds = open_fds();
+
+	(void)state;
+	assert_non_null(in);
+	memset(in, 'x', n);
+	for (size_t i = 80; i < n; i += 80)
+		memcpy(in + i - 2, "\r\n", 2);
+	msgbuf_init(&b, NULL, NULL);
+	data_init(&r, false, 2 * MSGBUF_CHUNK, &b);
+	assert_int_equal(data_feed(&r, in, 2 * MSGBUF_CHUNK), 2 * MSGBUF_CHUNK);
+	assert_true(msgbuf_busy(&b));
+	assert_int_equal(data_feed(&r, in, 1), 1);
+	assert_int_equal(r.errors, DATA_ERR_SIZE);
+	assert_int_equal(b.len, 0);
+	assert_false(msgbuf_busy(&b));
+	drain();
+	assert_int_equal(open_fds(), fds);
+	msgbuf_free(&b);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -622,9 +821,12 @@ int main(void)
 	    cmocka_unit_test(test_line_length),
 	    cmocka_unit_test(test_msgbuf_memory),
 	    cmocka_unit_test(test_msgbuf_spill),
+	    cmocka_unit_test(test_msgbuf_full),
+	    cmocka_unit_test(test_msgbuf_free_while_writing),
 	    cmocka_unit_test(test_msgbuf_spill_error),
 	    cmocka_unit_test(test_data_spill),
 	    cmocka_unit_test(test_bdat_chunks),
+	    cmocka_unit_test(test_size_while_spilling),
 	};
 
 	return cmocka_run_group_tests(tests, spill_setup, spill_teardown);
