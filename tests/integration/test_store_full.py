@@ -5,6 +5,7 @@ at once, without a restart or another write to nudge the store.
 
 The capped store runs anywhere; the full-disk test mounts a small tmpfs as
 data_dir and so needs root."""
+import errno
 import os
 import subprocess
 
@@ -127,11 +128,27 @@ def tmpfs_data(tmp_path):
             subprocess.run(["umount", "-l", str(d)])
 
 
+def take_every_block(path):
+    """Another program fills the filesystem: writes path until no block is
+    left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"f" * size)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    assert os.statvfs(path).f_bavail == 0
+
+
 def test_full_disk(tmpfs_data, make_server):
     """data_dir on a full filesystem: new mail gets 452 4.3.1 (not 451),
-    deleting mail still works, and afterwards mail fits again. 128 KiB
-    messages stay under SMTP's spill threshold, so the only writer on the
-    tmpfs is the store."""
+    deleting mail still works even once another program took the last
+    block, and afterwards mail fits again. 128 KiB messages stay under
+    SMTP's spill threshold, so the only writer on the tmpfs is the store."""
     s = make_server()
     assert s.data == str(tmpfs_data)
     with SMTPConn(s) as c:
@@ -139,6 +156,9 @@ def test_full_disk(tmpfs_data, make_server):
         stored, r = fill(c, 128 << 10, 400)
         expect(r, "452 4.3.1", FULL)
         assert stored >= 100, stored  # most of the 24 MiB held mail
+        # The store kept room for deletions; now nothing is left at all:
+        # a deletion writes into the blocks the store allocated ahead.
+        take_every_block(os.path.join(s.data, "filler"))
         expect(c.deliver(["alice@localhost"], message("again", 128 << 10)),
                "452 4.3.1", FULL)
         quit_reply, deleted = delete_all(s)
