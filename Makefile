@@ -7,7 +7,7 @@ LIBS     = $(shell pkg-config --libs $(PKGS)) -lresolv
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 BASE  = base/log.c
-STORE = store/store.c store/commit.c
+STORE = store/store.c store/commit.c store/map.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
 	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c

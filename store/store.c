@@ -1,13 +1,17 @@
 /*
  * store.c - the LMDB environment, its schema and every record in it:
  * domains, users, aliases, messages, mailboxes and the queue listing.
- * The commit thread lives in commit.c. See store.h.
+ * The commit thread lives in commit.c, the map and its gate in map.c.
+ * See store.h.
  *
  * Encodings (integers big-endian, so key order is numeric order):
  *   meta      "schema"                 -> u32 version
+ *             "next_id"                -> u64 next message id
+ *             "tick"                   -> u64 LMDB txn id (commit.c)
  *   domains   domain                   -> u32 flags (0 for now)
- *   users     address                  -> u32 flags, u64 quota,
- *                                         u32 next_uid, hash bytes
+ *   users     address                  -> u32 flags, u64 0 (was a quota
+ *                                         nothing used), u32 next_uid,
+ *                                         hash bytes
  *   aliases   alias                    -> "a@x,b@y" (lower-cased, no spaces)
  *   messages  u64 id                   -> raw message bytes
  *   msgrefs   u64 id                   -> u32 refcount (apart, so a new
@@ -27,8 +31,16 @@
 
 #include "base/log.h"
 
-#define USER_FIXED    16 /* flags + quota + next_uid, then the hash */
+#define USER_FIXED    16 /* flags + 8 unused + next_uid, then the hash */
 #define RESOLVE_DEPTH 8	 /* store.h: aliases of aliases, 8 deep */
+/* Named databases a process may open: DB_COUNT now, and room for the
+ * schema to grow; a slot costs a few bytes per transaction. */
+#define STORE_MAXDBS 16
+_Static_assert(DB_COUNT <= STORE_MAXDBS, "STORE_MAXDBS too small");
+/* Reader slots in the lock file, one per open read of every process (the
+ * loop thread, the thread pool, CLI runs): reads last microseconds, so
+ * 1024 is far more than ever needed and costs 64 KiB of lock file. */
+#define STORE_MAXREADERS 1024
 
 static const char *const db_names[DB_COUNT] = {
     "meta",	"domains", "users",   "aliases",
@@ -74,7 +86,9 @@ int store_err(struct store_txn *t, int rc)
 			t->full = true;
 		return -ENOSPC;
 	case ENOSPC:
+	case EDQUOT:
 		return -ENOSPC;
+	case EAGAIN: /* map.c: a resize waited in vain */
 	case MDB_MAP_RESIZED:
 	case MDB_READERS_FULL:
 		return -EAGAIN;
@@ -97,9 +111,14 @@ static int get(struct store_txn *t, enum store_db db, MDB_val *k, MDB_val *v)
 	return store_err(t, mdb_get(t->txn, t->st->dbi[db], k, v));
 }
 
+/* A new record is written with MDB_NOOVERWRITE or MDB_APPEND, and counted
+ * in t->added: a commit job that adds none only deletes, and may use the
+ * room kept for deletions (see store_job). */
 static int put(struct store_txn *t, enum store_db db, MDB_val *k, MDB_val *v,
 	       unsigned flags)
 {
+	if (flags & (MDB_NOOVERWRITE | MDB_APPEND))
+		t->added += k->mv_size + v->mv_size;
 	return store_err(t, mdb_put(t->txn, t->st->dbi[db], k, v, flags));
 }
 
@@ -202,38 +221,6 @@ static int name_copy(const MDB_val *v, char *buf, size_t max)
 
 /* --- environment ------------------------------------------------------- */
 
-int store_remap(struct store *st, bool grow)
-{
-	MDB_envinfo info;
-	size_t size = 0;
-	void *probe;
-	int rc;
-
-	mdb_env_info(st->env, &info);
-	if (grow) { /* double, up to the cap */
-		size = info.me_mapsize * 2;
-		if (st->max_size != 0 && size > st->max_size)
-			size = (size_t)st->max_size;
-		if (size <= info.me_mapsize)
-			return MDB_MAP_FULL;
-		/* LMDB unmaps before it maps again and cannot undo a failed
-		 * mmap, so first make sure the address space is there. */
-		probe =
-		    mmap(NULL, size, PROT_NONE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (probe == MAP_FAILED)
-			return MDB_MAP_FULL;
-		munmap(probe, size);
-	}
-	if ((rc = mdb_env_set_mapsize(st->env, size)) != 0)
-		fatal("event=map_resize size=%zu err=%s", size,
-		      mdb_strerror(rc));
-	mdb_env_info(st->env, &info);
-	log_msg(LOG_INFO, "store", "event=map_resize size=%zu",
-		info.me_mapsize);
-	return 0;
-}
-
 int store_open(const char *dir, uint64_t max_size, struct store **out)
 {
 	struct store *st = NULL;
@@ -250,15 +237,16 @@ int store_open(const char *dir, uint64_t max_size, struct store **out)
 	st->max_size = max_size;
 	if (uv_mutex_init(&st->mu) != 0 || uv_cond_init(&st->cond) != 0)
 		fatal("event=store_open err=mutex_init");
+	map_init(st);
 	/* Small caps (router firmware) start at a quarter of the cap:
 	 * address space is scarce there and the map grows on demand. */
 	if (max_size != 0 && size > max_size / 4)
 		size = (size_t)(max_size / 4);
-	/* MDB_NOTLS: the loop thread holds several reads at once. Sync stays
+	/* MDB_NOTLS: a thread may hold several reads at once. Sync stays
 	 * on: a commit that returned 0 is on disk. */
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(st->env, 16)) != 0 ||
-	    (rc = mdb_env_set_maxreaders(st->env, 1024)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(st->env, STORE_MAXDBS)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(st->env, STORE_MAXREADERS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(st->env, size)) != 0 ||
 	    (rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600)) != 0)
 		goto fail;
@@ -295,6 +283,7 @@ int store_open(const char *dir, uint64_t max_size, struct store **out)
 fail:
 	mdb_txn_abort(txn);
 	mdb_env_close(st->env);
+	map_destroy(st);
 	uv_cond_destroy(&st->cond);
 	uv_mutex_destroy(&st->mu);
 	free(st);
@@ -308,6 +297,7 @@ void store_close(struct store *st)
 	if (st->loop != NULL || st->async_open)
 		fatal("event=store_close err=commit_thread_running");
 	mdb_env_close(st->env);
+	map_destroy(st);
 	uv_cond_destroy(&st->cond);
 	uv_mutex_destroy(&st->mu);
 	free(st);
@@ -325,69 +315,6 @@ uint64_t store_file_size(struct store *st)
 
 /* --- transactions ------------------------------------------------------ */
 
-static void reader_leave(struct store *st)
-{
-	/* The last read out lets a waiting map growth proceed. */
-	if (atomic_fetch_sub(&st->readers, 1) == 1 &&
-	    atomic_load(&st->grow_pending))
-		store_commit_wake(st);
-}
-
-/* Counts a read in unless a growth is pending. The count goes up before
- * grow_pending is read, and the commit thread sets grow_pending before it
- * reads the count (both seq_cst), so one of the two sees the other. While
- * a growth waits: if no other read is open it is about to run, and takes
- * microseconds, so wait for it (a short block of the loop beats failing an
- * SMTP command); if reads are held open (POP3 sends from the map), their
- * ends let it run, so answer -EAGAIN and let the caller retry. */
-static bool reader_enter(struct store *st)
-{
-	for (;;) {
-		atomic_fetch_add(&st->readers, 1);
-		if (!atomic_load(&st->grow_pending))
-			return true;
-		reader_leave(st);
-		if (atomic_load(&st->readers) > 0)
-			return false;
-		uv_mutex_lock(&st->mu);
-		while (atomic_load(&st->grow_pending))
-			uv_cond_wait(&st->cond, &st->mu);
-		uv_mutex_unlock(&st->mu);
-	}
-}
-
-/* The CLI cannot re-run its caller's writes after MDB_MAP_FULL, so it grows
- * ahead: when the map is over half used and nothing else is open. */
-static void cli_grow(struct store *st)
-{
-	MDB_envinfo info;
-	MDB_stat ms;
-
-	if (st->loop != NULL || atomic_load(&st->readers) != 0 ||
-	    mdb_env_info(st->env, &info) != 0 ||
-	    mdb_env_stat(st->env, &ms) != 0)
-		return;
-	if ((info.me_last_pgno + 1) * ms.ms_psize > info.me_mapsize / 2)
-		store_remap(st, true);
-}
-
-/* MDB_MAP_RESIZED: another process grew the map past ours; adopt its size
- * (set_mapsize 0). With the commit thread running only it may
- * remap, behind the gate: ask it, and the caller retries (-EAGAIN).
- * Without it (CLI, tests) this thread owns every txn of the process, so it
- * remaps at once when no other read is open. Returns an LMDB code. */
-static int adopt_size(struct store *st, bool write)
-{
-	if (st->loop != NULL) {
-		atomic_store(&st->adopt, true);
-		store_commit_wake(st);
-		return MDB_MAP_RESIZED;
-	}
-	if (atomic_load(&st->readers) != (write ? 0 : 1))
-		return MDB_MAP_RESIZED;
-	return store_remap(st, false);
-}
-
 int store_txn_begin(struct store *st, bool write, struct store_txn **out)
 {
 	struct store_txn *t = NULL;
@@ -395,28 +322,35 @@ int store_txn_begin(struct store *st, bool write, struct store_txn **out)
 	int rc;
 
 	*out = NULL;
-	if (!write && !reader_enter(st))
-		return -EAGAIN;
-	if (write)
-		cli_grow(st);
+	if (write && st->loop == NULL)
+		map_grow_ahead(st);
 	t = xmalloc(sizeof *t);
 	*t = (struct store_txn){.st = st, .write = write};
+	map_enter(st);
 	rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
-	if (rc == MDB_MAP_RESIZED && (rc = adopt_size(st, write)) == 0)
-		rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
-	if ((rc = store_err(t, rc)) < 0)
-		goto fail;
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map past ours: adopt its size.
+		 * Without the commit thread this thread owns every transaction
+		 * of the process: there is nothing to wait for. */
+		map_leave(st);
+		rc = map_remap(st, false,
+			       st->loop != NULL ? st->map.wait_ms : 0);
+		map_enter(st);
+		if (rc == 0)
+			rc = mdb_txn_begin(st->env, NULL, flags, &t->txn);
+	}
+	if ((rc = store_err(t, rc)) < 0) {
+		map_leave(st);
+		free(t);
+		return rc;
+	}
 	*out = t;
 	return 0;
-fail:
-	free(t);
-	if (!write)
-		reader_leave(st);
-	return rc;
 }
 
 int store_txn_commit(struct store_txn *t)
 {
+	struct store *st = t->st;
 	int rc;
 
 	if (!t->write || t->full) { /* a failed write cannot commit */
@@ -424,9 +358,10 @@ int store_txn_commit(struct store_txn *t)
 		store_txn_abort(t);
 		return rc;
 	}
-	rc = store_err(t, mdb_txn_commit(t->txn));
+	rc = mdb_txn_commit(t->txn);
+	map_leave(st);
 	free(t);
-	return rc;
+	return store_err(NULL, map_write_err(st, rc));
 }
 
 void store_txn_abort(struct store_txn *t)
@@ -434,8 +369,7 @@ void store_txn_abort(struct store_txn *t)
 	if (t == NULL)
 		return;
 	mdb_txn_abort(t->txn);
-	if (!t->write)
-		reader_leave(t->st);
+	map_leave(t->st);
 	free(t);
 }
 
@@ -591,7 +525,6 @@ static int user_decode(const MDB_val *v, struct store_user *u)
 	if (v->mv_size < USER_FIXED || v->mv_size > USER_FIXED + STORE_HASH_MAX)
 		return store_err(NULL, MDB_CORRUPTED);
 	u->flags = get_u32(p);
-	u->quota = get_u64(p + 4);
 	u->next_uid = get_u32(p + 12);
 	memcpy(u->hash, p + USER_FIXED, v->mv_size - USER_FIXED);
 	u->hash[v->mv_size - USER_FIXED] = '\0';
@@ -606,7 +539,7 @@ static int user_put(struct store_txn *t, struct key *a,
 	MDB_val v = {USER_FIXED + hlen, rec};
 
 	put_u32(rec, u->flags);
-	put_u64(rec + 4, u->quota);
+	put_u64(rec + 4, 0); /* unused, kept so old records still read */
 	put_u32(rec + 12, u->next_uid);
 	memcpy(rec + USER_FIXED, u->hash, hlen);
 	return put(t, DB_USERS, &a->k, &v, flags);

@@ -6,8 +6,9 @@
  * positive count/flag) on success and a negative errno on failure; LMDB's own
  * codes never leave store/:
  *   -ENOENT   no such key          -EEXIST   key already present
- *   -ENOSPC   map full and cannot grow, or disk full
- *   -EAGAIN   try again later (map being resized, reader slots full)
+ *   -ENOSPC   no room: max_size reached, or the disk full (see "room")
+ *   -EAGAIN   try again later (a map resize found transactions still open
+ *             after STORE_GROW_WAIT_MS, reader slots full)
  *   -EPROTO   the environment has a schema version this binary does not know
  *   -EINVAL   bad argument (empty/oversized key)
  *   -EIO      anything else LMDB reported (logged once)
@@ -27,7 +28,22 @@
 #define STORE_ADDR_MAX	     320 /* RFC 5321 4.5.3.1: 64 local + @ + 255 domain */
 #define STORE_HASH_MAX	     160  /* a crypt(3) hash string, yescrypt is ~73 */
 #define STORE_ALIAS_MAX	     4096 /* comma-joined targets of one alias */
-#define STORE_MAP_INITIAL    (64u << 20) /* first map size; doubled when full */
+/* The first map size; doubled when full. The map is address space, not
+ * disk, and growing it makes every read wait for the resize: 64-bit
+ * systems start big enough that it is rare; 32-bit ones (routers) have
+ * little address space to spare. */
+#define STORE_MAP_INITIAL                                                      \
+	(sizeof(size_t) >= 8 ? (size_t)1 << 30 : (size_t)64 << 20)
+/* How long a map resize waits for the open transactions to end. None is
+ * held across a loop turn, so they end within microseconds; one open for
+ * this long is stuck, and waiting on would stall every commit (and every
+ * read waiting at the gate) for nothing: the batch fails with -EAGAIN. */
+#define STORE_GROW_WAIT_MS 500
+/* Room kept for deletions, on the disk (allocated ahead in the data file)
+ * and under max_size (a sixteenth of a smaller cap): a deletion writes a
+ * few copied pages plus 8 bytes per page it frees, so 1 MiB lets one
+ * commit free some 400 MiB of mail on a full disk. */
+#define STORE_RESERVE (1u << 20)
 
 struct store;
 struct store_txn;
@@ -36,8 +52,9 @@ struct store_txn;
 
 /* Opens (creating when missing) the environment in directory dir, which is
  * created with mode 0700 when absent. max_size caps map growth in bytes
- * (0 = no cap but the address space); the map starts at STORE_MAP_INITIAL,
- * a quarter of a smaller cap, or the data file's size if larger. Writes
+ * (0 = no cap but the address space and the disk); the map starts at
+ * STORE_MAP_INITIAL, a quarter of a smaller cap, or the data file's size if
+ * larger. Writes
  * the schema version into a new store; refuses (-EPROTO) one with another
  * version. */
 int store_open(const char *dir, uint64_t max_size, struct store **out);
@@ -53,20 +70,23 @@ uint64_t store_file_size(struct store *st);
 /* --- transactions ------------------------------------------------------ */
 
 /* Begins a transaction. A read transaction (write=false) may be taken on
- * the loop thread; several may be open at once (MDB_NOTLS). A write
- * transaction is for the CLI, and for setup before store_commit_start:
- * the server never writes from the loop. Without a commit thread the map
- * grows before a write once it is over half full, since a caller's writes
- * cannot be re-run after the map filled up. A read begun while the commit
- * thread waits to resize the map waits for it (microseconds) when no other
- * read is open; when reads are held open it returns -EAGAIN (retry after a
- * moment), as it does when another process grew the map and it must be
- * remapped first. A resize waits until no read is open, so never keep a
- * read open while waiting for a store_commit job. */
+ * any thread; several may be open at once (MDB_NOTLS). End it within the
+ * callback that began it: a map resize waits (at most STORE_GROW_WAIT_MS)
+ * for every transaction of the process to end, and a transaction begun
+ * meanwhile waits for the resize (microseconds, once the open ones end).
+ * So a read held across a loop turn fails the growth, and a read begun
+ * while another of the same thread is open may wait STORE_GROW_WAIT_MS.
+ * When another process grew the map past ours, the map is remapped first,
+ * the same way; -EAGAIN if that wait ran out. A write transaction is for
+ * the CLI, and for setup before store_commit_start: the server never
+ * writes from the loop. Without a commit thread the map grows before a
+ * write once it is over half full, since a caller's writes cannot be re-run
+ * after the map filled up. */
 int store_txn_begin(struct store *st, bool write, struct store_txn **out);
 
 /* Commits a write transaction (synced to disk when this returns 0) and
- * frees it. On a read transaction it is the same as store_txn_abort. */
+ * frees it; -ENOSPC when the map or the disk is full. On a read
+ * transaction it is the same as store_txn_abort. */
 int store_txn_commit(struct store_txn *txn);
 
 /* Aborts (or ends a read) transaction and frees it. NULL is a no-op. */
@@ -83,14 +103,13 @@ int store_domain_exists(struct store_txn *txn, const char *domain);
 int store_domain_list(struct store_txn *txn,
 		      int (*fn)(const char *name, void *arg), void *arg);
 
-/* --- users: address -> hash, flags, quota, next uid -------------------- */
+/* --- users: address -> hash, flags, next uid ------------------------- */
 
 #define STORE_USER_ADMIN 0x1u
 
 struct store_user {
 	char hash[STORE_HASH_MAX + 1]; /* crypt(3) string */
 	uint32_t flags;		       /* STORE_USER_* */
-	uint64_t quota;		       /* bytes, 0 = none */
 	uint32_t next_uid;	       /* next mailbox uid; uids never reused */
 };
 
@@ -141,8 +160,8 @@ int store_rcpt_resolve(struct store_txn *txn, const char *addr,
  * give it at least one mailbox entry. */
 int store_msg_put(struct store_txn *txn, size_t len, uint64_t *id, void **dst);
 /* Points *data at the stored bytes (valid until txn ends, or its next
- * write). -ENOENT. Ids of deleted messages may be reused: look an id up
- * through its mailbox entry in the same transaction. */
+ * write). -ENOENT. Ids are never reused (a counter in meta), so an id kept
+ * from an earlier transaction names that message or nothing. */
 int store_msg_get(struct store_txn *txn, uint64_t id, const void **data,
 		  size_t *len);
 /* Number of stored message bodies (for tests and figures). */
@@ -188,16 +207,29 @@ int store_queue_list(struct store_txn *txn,
 /* A unit of work for the commit thread. run() executes on the commit thread
  * inside a nested write transaction: return 0 to keep its changes, <0 to
  * undo just this job; it must not commit or abort txn. run() may be called
- * again (the map filled up, grew, and the batch is re-run), so it must
- * touch nothing but the store. done() runs later on the loop thread with
- * the job's final result (0 only once the enclosing transaction is synced;
- * -ENOSPC when the store is full). The caller owns the job memory until
- * done() is called. */
+ * again (the map grew, or room was short and the job is retried), so it
+ * must touch nothing but the store. done() runs later on the loop thread
+ * with the job's final result: 0 only once the enclosing transaction is
+ * synced; -ENOSPC when there is no room for it; -EAGAIN when a map resize
+ * waited in vain (try again later). The caller owns the job memory until
+ * done() is called.
+ *
+ * Room: a job that adds records (store.c counts the bytes of every new
+ * record it writes) is refused with -ENOSPC, and undone alone, when they
+ * would leave less than STORE_RESERVE free under max_size or on the disk;
+ * a job that only deletes is never refused, and the reserve (allocated in
+ * the data file ahead of LMDB's last page) holds what it writes, so a user
+ * can delete mail on a full disk. Other jobs of the batch still commit; if
+ * a whole batch fails for room, each job is retried in its own commit. A
+ * deletion's room is usable at once: when a job is refused, the thread
+ * commits a tick first (LMDB reuses freed pages only from the second
+ * commit after the one that freed them) and runs the job once more. */
 struct store_job {
 	int (*run)(struct store_txn *txn, void *arg);
 	void (*done)(void *arg, int rc);
 	void *arg;
 	int rc;			/* private */
+	bool todo;		/* private */
 	struct store_job *next; /* private */
 };
 
