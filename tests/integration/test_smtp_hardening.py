@@ -524,11 +524,11 @@ def test_stop_while_spilling(server):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 1.5 MiB tmpfs for data_dir (root only), unmounted at the end: the
+    """A 4 MiB tmpfs for data_dir (root only), unmounted at the end: the
     disk that fills up under a spill file."""
     mnt = tmp_path / "smallfs"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k,mode=0700",
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700",
                         "pillarbox-test", str(mnt)],
                        capture_output=True, text=True)
     if r.returncode != 0:
@@ -545,11 +545,11 @@ def test_full_disk_on_spill_is_452(small_fs, make_server):
     small = make_body("fits")
     with SMTPConn(s) as c:
         c.begin(["alice@localhost"])
-        r = c.data(big_body(3 << 20, "too-big-for-disk"))
+        r = c.data(big_body(6 << 20, "too-big-for-disk"))
         expect(r, "452 4.3.1", "452 4.3.1 Insufficient system storage")
         expect(c.cmd("NOOP"), "250", OK)
         c.begin(["alice@localhost"], ehlo=False)
-        blob = big_body(3 << 20, "bdat-too-big-for-disk")
+        blob = big_body(6 << 20, "bdat-too-big-for-disk")
         c.send(b"BDAT %d LAST\r\n" % len(blob) + blob)
         expect(c.reply(), "452 4.3.1", "452 4.3.1 Insufficient system storage")
         # local failures are not the client's errors: no 421 after many
