@@ -47,6 +47,8 @@
 #define PIECE_GAP_US	2000  /* between pieces, so each is its own read */
 #define STREAM_LINE_MAX 65536 /* octets per streamed line, at most */
 
+#include "client.h"
+
 /* --- the test protocol -------------------------------------------------- */
 
 struct tp_session {
@@ -207,7 +209,6 @@ static struct {
 	int port;
 	bool stop_sent; /* client thread only */
 	int done_calls; /* conn_shutdown's done */
-	char err[512];	/* the client's first error */
 	void (*client)(void *arg);
 	void *arg;
 } h;
@@ -280,6 +281,7 @@ static void run_server(unsigned timeout, unsigned max_per_ip,
 
 	memset(&stats, 0, sizeof stats);
 	memset(&h, 0, sizeof h);
+	client_err[0] = '\0';
 	h.client = client;
 	h.arg = arg;
 	h.loop = malloc(sizeof *h.loop); /* leaked if it does not close */
@@ -309,175 +311,12 @@ static void run_server(unsigned timeout, unsigned max_per_ip,
 		print_error("conn_shutdown's done ran %d times\n",
 			    h.done_calls);
 	assert_int_equal(h.done_calls, 1);
-	if (h.err[0] != '\0')
-		print_error("client: %s\n", h.err);
-	assert_string_equal(h.err, "");
+	if (client_err[0] != '\0')
+		print_error("client: %s\n", client_err);
+	assert_string_equal(client_err, "");
 }
 
 /* --- the client side ---------------------------------------------------- */
-
-static void cfail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void cfail(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (h.err[0] != '\0')
-		return;
-	va_start(ap, fmt);
-	vsnprintf(h.err, sizeof h.err, fmt, ap);
-	va_end(ap);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* A growing byte string. */
-struct buf {
-	char *p;
-	size_t n, cap;
-};
-
-static void buf_add(struct buf *b, const char *p, size_t n)
-{
-	if (b->n + n + 1 > b->cap) {
-		b->cap = 2 * (b->n + n + 1);
-		b->p = realloc(b->p, b->cap);
-		if (b->p == NULL)
-			abort();
-	}
-	memcpy(b->p + b->n, p, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-}
-
-static void buf_free(struct buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof *b);
-}
-
-static int cl_connect(void)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)h.port)};
-	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-	if (fd < 0) {
-		cfail("socket: %s", strerror(errno));
-		return -1;
-	}
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-		cfail("connect: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Sends p[0..n) while taking in whatever the server answers meanwhile
- * (a big input can fill both directions). Returns false on error or EOF
- * before all was sent. */
-static bool cl_send(int fd, const char *p, size_t n, struct buf *in)
-{
-	char tmp[65536];
-
-	while (n > 0) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLOUT};
-		ssize_t r;
-
-		if (poll(&pfd, 1, CLIENT_WAIT_MS) <= 0) {
-			cfail("send: server stuck");
-			return false;
-		}
-		if (pfd.revents & POLLIN) {
-			r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
-			if (r == 0) {
-				cfail("send: EOF with %zu octets unsent", n);
-				return false;
-			}
-			if (r > 0)
-				buf_add(in, tmp, (size_t)r);
-		}
-		if (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) {
-			r = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (r < 0 && errno != EAGAIN) {
-				cfail("send: %s", strerror(errno));
-				return false;
-			}
-			if (r > 0)
-				p += r, n -= (size_t)r;
-		}
-	}
-	return true;
-}
-
-/* Reads until EOF. */
-static void cl_read_eof(int fd, struct buf *in)
-{
-	char tmp[65536];
-
-	buf_add(in, "", 0); /* a string even when nothing comes */
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t r;
-
-		if (poll(&pfd, 1, CLIENT_WAIT_MS) <= 0) {
-			cfail("no EOF after \"%s\"", in->p ? in->p : "");
-			return;
-		}
-		r = recv(fd, tmp, sizeof tmp, 0);
-		if (r == 0)
-			return;
-		if (r < 0) {
-			cfail("recv: %s", strerror(errno));
-			return;
-		}
-		buf_add(in, tmp, (size_t)r);
-	}
-}
-
-/* Reads exactly strlen(want) octets and compares them. */
-static void cl_expect(int fd, const char *want)
-{
-	size_t n = strlen(want), got = 0;
-	char tmp[256];
-
-	while (got < n) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t r;
-
-		if (poll(&pfd, 1, CLIENT_WAIT_MS) <= 0) {
-			cfail("waiting for \"%s\": nothing", want);
-			return;
-		}
-		r = recv(fd, tmp + got, n - got, 0);
-		if (r <= 0) {
-			cfail("waiting for \"%s\": %s", want,
-			      r == 0 ? "EOF" : strerror(errno));
-			return;
-		}
-		got += (size_t)r;
-	}
-	if (memcmp(tmp, want, n) != 0)
-		cfail("want \"%s\", got \"%.*s\"", want, (int)n, tmp);
-}
-
-static void cl_send_str(int fd, const char *s)
-{
-	struct buf ignored = {0};
-
-	cl_send(fd, s, strlen(s), &ignored);
-	if (ignored.n > 0)
-		cfail("unexpected \"%s\" before sending \"%s\"", ignored.p, s);
-	buf_free(&ignored);
-}
 
 /* One connection: sends in[0..n) cut at cuts[0..ncuts), a short pause
  * after each piece, and returns everything received until EOF. */
@@ -486,7 +325,7 @@ static struct buf converse(const char *in, size_t n, const size_t *cuts,
 {
 	struct buf out = {0};
 	size_t start = 0;
-	int fd = cl_connect();
+	int fd = cl_connect(h.port);
 
 	buf_add(&out, "", 0);
 	if (fd < 0)
@@ -565,8 +404,8 @@ static void convo_client(void *arg)
 
 	/* Stops at the first error: a stuck server costs CLIENT_WAIT_MS per
 	 * conversation. */
-	for (size_t i = 0;
-	     i < sizeof convo_cases / sizeof *convo_cases && h.err[0] == '\0';
+	for (size_t i = 0; i < sizeof convo_cases / sizeof *convo_cases &&
+			   client_err[0] == '\0';
 	     i++) {
 		struct convo_run *run = &runs[i];
 		const char *in = run->c->in;
@@ -579,7 +418,7 @@ static void convo_client(void *arg)
 			cuts[k] = k + 1;
 		run->got[run->n] = converse(in, n, cuts, n - 1);
 		snprintf(run->how[run->n++], 32, "byte by byte");
-		for (size_t k = 1; k < n && h.err[0] == '\0'; k++) {
+		for (size_t k = 1; k < n && client_err[0] == '\0'; k++) {
 			run->got[run->n] = converse(in, n, &k, 1);
 			snprintf(run->how[run->n++], 32, "split at %zu", k);
 		}
@@ -684,7 +523,7 @@ static void peer_gone_client(void *arg)
 
 	/* Half-closed while paused: the close waits for the resume, whose
 	 * reply still goes out. */
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	cl_send_str(fd, "PAUSE 50\r\n");
@@ -694,7 +533,7 @@ static void peer_gone_client(void *arg)
 
 	/* Gone entirely while paused: nothing to see, but the session must
 	 * be freed once (checked by run_server). */
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	cl_send_str(fd, "PAUSE 50\r\n");
@@ -702,7 +541,7 @@ static void peer_gone_client(void *arg)
 	usleep(100 * 1000);
 
 	/* The peer closes while a big reply is still queued. */
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	{
@@ -732,7 +571,7 @@ static void idle_client(void *arg)
 	int fd;
 
 	/* Silent: IDLE after the 1 s timeout, then EOF. */
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_read_eof(fd, &res.got[0]);
 	res.elapsed[0] = now_s() - t0;
@@ -740,7 +579,7 @@ static void idle_client(void *arg)
 
 	/* Each line restarts the timer. */
 	t0 = now_s();
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	usleep(600 * 1000);
@@ -756,7 +595,7 @@ static void idle_client(void *arg)
 	/* No timeout while paused (the operation is ours, not the
 	 * client's): the clock starts again at the resume. */
 	t0 = now_s();
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	cl_send_str(fd, "PAUSE 1500\r\n");
@@ -783,11 +622,11 @@ static void per_ip_client(void *arg)
 	(void)arg;
 	int fd1, fd2, fd3;
 
-	if ((fd1 = cl_connect()) < 0)
+	if ((fd1 = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd1, "HI\r\n");
 	/* Over the limit: the busy reply, then EOF. */
-	if ((fd2 = cl_connect()) < 0)
+	if ((fd2 = cl_connect(h.port)) < 0)
 		return;
 	cl_read_eof(fd2, &res.got[0]);
 	close(fd2);
@@ -796,7 +635,7 @@ static void per_ip_client(void *arg)
 	cl_read_eof(fd1, &res.got[1]);
 	close(fd1);
 	/* ...and once it is gone there is room again. */
-	if ((fd3 = cl_connect()) < 0)
+	if ((fd3 = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd3, "HI\r\n");
 	cl_send_str(fd3, "QUIT\r\n");
@@ -820,7 +659,7 @@ static void shutdown_idle_client(void *arg)
 	double t0;
 	int fd;
 
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	t0 = now_s();
@@ -849,7 +688,7 @@ static void shutdown_paused_client(void *arg)
 	(void)arg;
 	int fd;
 
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	cl_send_str(fd, "PAUSE 300\r\nx\r\n");
@@ -920,7 +759,7 @@ static void stream_client(void *arg)
 	int fd;
 
 	(void)arg;
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	cl_send_str(fd, "S 2048 16384\r\nafter\r\nQUIT\r\n");
@@ -929,7 +768,7 @@ static void stream_client(void *arg)
 	cl_read_eof(fd, &in);
 	close(fd);
 	/* Every line in order, then the pipelined ones. */
-	for (unsigned i = 0; i < BIG_LINES && h.err[0] == '\0'; i++) {
+	for (unsigned i = 0; i < BIG_LINES && client_err[0] == '\0'; i++) {
 		snprintf(want, sizeof want, "S%u.", i);
 		if (in.n < (i + 1) * 16384u ||
 		    memcmp(in.p + i * 16384u, want, strlen(want)) != 0)
@@ -963,7 +802,7 @@ static void lifetime_client(void *arg)
 	int fd;
 
 	(void)arg;
-	if ((fd = cl_connect()) < 0)
+	if ((fd = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd, "HI\r\n");
 	for (int i = 0; i < 40; i++) { /* a byte each 0.2 s: idle 1 s never
@@ -995,18 +834,18 @@ static void global_cap_client(void *arg)
 	int fd1, fd2, fd3;
 
 	(void)arg;
-	if ((fd1 = cl_connect()) < 0 || (fd2 = cl_connect()) < 0)
+	if ((fd1 = cl_connect(h.port)) < 0 || (fd2 = cl_connect(h.port)) < 0)
 		return;
 	cl_expect(fd1, "HI\r\n");
 	cl_expect(fd2, "HI\r\n");
-	if ((fd3 = cl_connect()) < 0)
+	if ((fd3 = cl_connect(h.port)) < 0)
 		return;
 	cl_read_eof(fd3, &res.got[0]);
 	close(fd3);
 	cl_send_str(fd1, "QUIT\r\n");
 	cl_read_eof(fd1, &res.got[1]);
 	close(fd1);
-	if ((fd3 = cl_connect()) < 0) /* room again */
+	if ((fd3 = cl_connect(h.port)) < 0) /* room again */
 		return;
 	cl_expect(fd3, "HI\r\n");
 	close(fd3);
@@ -1087,6 +926,7 @@ static void test_connect(void **state)
 	(void)state;
 	memset(&stats, 0, sizeof stats);
 	memset(&h, 0, sizeof h);
+	client_err[0] = '\0';
 	memset(outs, 0, sizeof outs);
 	assert_int_equal(uv_loop_init(&loop), 0);
 	tp_loop = &loop;

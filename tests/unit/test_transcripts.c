@@ -73,6 +73,8 @@
 #define CUT_WINDOW     2     /* longer ones: within this of a boundary */
 #define PASSWORD       "secret"
 
+#include "client.h"
+
 /* --- the transcripts ---------------------------------------------------- */
 
 /* One message an SMTP run stores: the mailboxes it goes to, the address
@@ -349,29 +351,6 @@ static const struct transcript pop3_cases[] = {
 /* --- what the client saw ------------------------------------------------ */
 
 /* A growing byte string, always NUL-terminated once used. */
-struct buf {
-	char *p;
-	size_t n, cap;
-};
-
-static void buf_add(struct buf *b, const char *p, size_t n)
-{
-	if (b->n + n + 1 > b->cap) {
-		b->cap = 2 * (b->n + n + 1);
-		b->p = realloc(b->p, b->cap);
-		if (b->p == NULL)
-			abort();
-	}
-	memcpy(b->p + b->n, p, n);
-	b->n += n;
-	b->p[b->n] = '\0';
-}
-
-static void buf_free(struct buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof *b);
-}
 
 /* Every run of one transcript: its output (normalised), the queue ids its
  * 250s named (one per line, in order) and how it was sent. */
@@ -400,7 +379,6 @@ static struct {
 	uv_async_t stop;
 	int smtp_port, pop3_port;
 	int done_calls; /* conn_shutdown's done */
-	char err[512];	/* the client's first error */
 	void (*client)(void);
 } h;
 
@@ -458,14 +436,6 @@ static void *client_main(void *arg)
 	return NULL;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* The server's log lines go where PILLARBOX_TEST_LOG says, else nowhere:
  * thousands of connections would bury cmocka's report. Returns the saved
  * stderr, or -1. */
@@ -503,7 +473,7 @@ static void run_server(void (*client)(void))
 
 	h.client = client;
 	h.done_calls = 0;
-	h.err[0] = '\0';
+	client_err[0] = '\0';
 	h.loop = malloc(sizeof *h.loop); /* leaked if it does not close */
 	assert_non_null(h.loop);
 	assert_int_equal(uv_loop_init(h.loop), 0);
@@ -537,104 +507,12 @@ static void run_server(void (*client)(void))
 	h.loop = NULL;
 	assert_null(h.pop3.locks);
 	assert_int_equal(h.done_calls, 1);
-	if (h.err[0] != '\0')
-		print_error("client: %s\n", h.err);
-	assert_string_equal(h.err, "");
+	if (client_err[0] != '\0')
+		print_error("client: %s\n", client_err);
+	assert_string_equal(client_err, "");
 }
 
 /* --- the client side ---------------------------------------------------- */
-
-static void cfail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void cfail(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (h.err[0] != '\0')
-		return;
-	va_start(ap, fmt);
-	vsnprintf(h.err, sizeof h.err, fmt, ap);
-	va_end(ap);
-}
-
-static int cl_connect(int port)
-{
-	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port)};
-	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-	if (fd < 0) {
-		cfail("socket: %s", strerror(errno));
-		return -1;
-	}
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-		cfail("connect: %s", strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Sends p[0..n) while taking in whatever the server answers meanwhile.
- * Returns false on error or EOF before all was sent. */
-static bool cl_send(int fd, const char *p, size_t n, struct buf *in)
-{
-	char tmp[65536];
-
-	while (n > 0) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLOUT};
-		ssize_t r;
-
-		if (poll(&pfd, 1, CLIENT_WAIT_MS) <= 0) {
-			cfail("send: server stuck");
-			return false;
-		}
-		if (pfd.revents & POLLIN) {
-			r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
-			if (r == 0) {
-				cfail("send: EOF with %zu octets unsent", n);
-				return false;
-			}
-			if (r > 0)
-				buf_add(in, tmp, (size_t)r);
-		}
-		if (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) {
-			r = send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (r < 0 && errno != EAGAIN) {
-				cfail("send: %s", strerror(errno));
-				return false;
-			}
-			if (r > 0)
-				p += r, n -= (size_t)r;
-		}
-	}
-	return true;
-}
-
-/* Reads until EOF. */
-static void cl_read_eof(int fd, struct buf *in)
-{
-	char tmp[65536];
-
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		ssize_t r;
-
-		if (poll(&pfd, 1, CLIENT_WAIT_MS) <= 0) {
-			cfail("no EOF after \"%.200s\"", in->p);
-			return;
-		}
-		r = recv(fd, tmp, sizeof tmp, 0);
-		if (r == 0)
-			return;
-		if (r < 0) {
-			cfail("recv: %s", strerror(errno));
-			return;
-		}
-		buf_add(in, tmp, (size_t)r);
-	}
-}
 
 /* One connection: sends in[0..n) cut at cuts[0..ncuts), a short pause
  * after each piece, and returns everything received until EOF. */
@@ -728,7 +606,7 @@ static size_t plan_cuts(const char *in, size_t n, size_t *cuts)
  * per run). */
 static void run_cases(const struct transcript *cases, size_t ncases, int port)
 {
-	for (size_t i = 0; i < ncases && h.err[0] == '\0'; i++) {
+	for (size_t i = 0; i < ncases && client_err[0] == '\0'; i++) {
 		struct case_runs *r = &res.runs[i];
 		const char *in = cases[i].in;
 		size_t n = strlen(in), *cuts = malloc(n * sizeof *cuts);
@@ -744,7 +622,7 @@ static void run_cases(const struct transcript *cases, size_t ncases, int port)
 			abort();
 		for (size_t k = 0; k + 1 < n; k++)
 			bytes[k] = k + 1;
-		for (size_t k = 0; k < max && h.err[0] == '\0'; k++) {
+		for (size_t k = 0; k < max && client_err[0] == '\0'; k++) {
 			if (k == 0) {
 				r->got[k] = converse(port, in, n, NULL, 0);
 				snprintf(r->how[k], 32, "whole");
@@ -1090,6 +968,7 @@ static int setup(void **state)
 
 	(void)state;
 	memset(&h, 0, sizeof h);
+	client_err[0] = '\0';
 	strcpy(h.dir, "/tmp/test_transcripts.XXXXXX");
 	assert_non_null(mkdtemp(h.dir));
 	config_defaults(&h.cfg);
