@@ -25,10 +25,9 @@
  * opened and written on the thread pool, one chunk at a time and in order,
  * so the loop never waits for the disk. */
 #define MSGBUF_CHUNK (256u << 10)
-#define MSGBUF_QUEUE_MAX                                                       \
-	2 /* chunks waiting (one being written) before the                     \
-	   * reader should stop: a connection holds at most                    \
-	   * three chunks (768 KiB) besides its input */
+/* Chunks waiting for the file (one being written) before the reader should
+ * stop: a connection holds at most three chunks (768 KiB) besides its input. */
+#define MSGBUF_QUEUE_MAX 2
 
 struct msgbuf_chunk;
 struct msgbuf_spill;

@@ -222,13 +222,16 @@ fi
 # pool, never on the loop) that the commit thread copies into the map. Each
 # round is a fresh server; the figure is how steady the rate is: the
 # slowest round over the median (a stall on the loop shows up here first).
-# A round stores a few GB: its store is deleted right after it.
+# A round stores a few GB: its store is deleted right after it, and each
+# round starts with the disk's dirty pages written (sync), so that none
+# pays for the writeback of what ran before it.
 R1M=${BENCH_ROUNDS_1M:-5}
 C1M=16
 MIB1=()
 for i in $(seq "$R1M"); do
 	d=$W/smtp_1m.$i
 	say "smtp accept 1 MiB, $C1M sessions, ${SECS}s, round $i"
+	sync
 	PB_STORE_MAX=16G pb_start "$d" || { fail "smtp 1 MiB round $i" "server did not start"; continue; }
 	"$LG" smtp 127.0.0.1 "$SMTP_PORT" $C1M "$SECS" 1048576 $NUSERS >"$d/lg.out" 2>"$d/lg.err"
 	pb_stop
