@@ -416,18 +416,21 @@ static void pop3_uidl(struct pop3_session *s, char *arg)
  * gets one more). s->send.bol says whether data starts a line. */
 static void pop3_stuff(struct pop3_session *s, const char *data, size_t n)
 {
-	const char *p = data, *end = data + n, *dot;
+	const char *p = data, *end = data + n, *run = data, *lf;
 
-	while (p < end) {
-		if (s->send.bol && *p == '.')
+	/* Line by line with memchr (vectorised, unlike memmem): a line that
+	 * starts with a dot ends the run before it and gets one more. */
+	for (bool bol = s->send.bol; p < end; bol = lf != NULL) {
+		if (bol && *p == '.') {
+			conn_write(s->c, run, (size_t)(p - run));
 			conn_write(s->c, ".", 1);
-		/* Runs up to the next line that starts with a dot. */
-		dot = memmem(p, (size_t)(end - p), "\n.", 2);
-		dot = dot != NULL ? dot + 1 : end;
-		conn_write(s->c, p, (size_t)(dot - p));
-		s->send.bol = dot[-1] == '\n';
-		p = dot;
+			run = p;
+		}
+		lf = memchr(p, '\n', (size_t)(end - p));
+		p = lf != NULL ? lf + 1 : end;
 	}
+	conn_write(s->c, run, (size_t)(end - run));
+	s->send.bol = n > 0 ? end[-1] == '\n' : s->send.bol;
 }
 
 /* Queues the next piece of the reply from the message's bytes; true once
