@@ -16,7 +16,7 @@ SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
 MAIN  = app/main.c
 HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h)
 
-UNIT  = test_addr test_cmd test_data test_conn test_event test_store test_smtp_parse test_pop3_parse
+UNIT  = test_addr test_cmd test_data test_conn test_event test_store test_smtp_parse test_pop3_parse test_tls
 
 all: build/pillarbox
 asan: build/asan/pillarbox

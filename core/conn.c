@@ -428,7 +428,7 @@ enum conn_line conn_getline(struct conn *c, size_t max, char **line,
 	char *lf;
 	size_t n;
 
-	if (conn_held(c))
+	if (conn_held(c) || c->rn == 0)
 		return CONN_AGAIN;
 	if (c->skip_line) { /* the rest of an over-long line */
 		lf = memchr(c->rp, '\n', c->rn);
@@ -575,9 +575,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			sp != NULL ? sp + 1 : d);
 		conn_arm(c); /* the idle clock, no longer the handshake's */
 		conn_dispatch(c, CONN_TLS_READY);
-		return;
 	}
 	conn_dispatch(c, CONN_DATAIN);
+	/* The peer's close_notify: an EOF, after what came before it. */
+	if (c->state == C_OPEN &&
+	    br_ssl_engine_current_state(tls_engine(c->tls)) == BR_SSL_CLOSED) {
+		conn_drop_output(c);
+		conn_close(c);
+	}
 }
 
 void conn_pause(struct conn *c)
@@ -667,8 +672,8 @@ static void outq_sent(struct outq *q, size_t keep)
  *     flushed into a record (a reply must not wait for more).
  * The engine takes a record at a time, so all of in[] is taken before
  * this returns: the shared read buffer is free again. Returns false when
- * the engine has failed or the peer has closed TLS: the connection is
- * then closing, its output dropped. */
+ * the engine has failed: the connection is then closing, its output
+ * dropped. */
 static bool conn_tls_pump(struct conn *c, const char *in, size_t n)
 {
 	br_ssl_engine_context *eng = tls_engine(c->tls);
@@ -676,54 +681,56 @@ static bool conn_tls_pump(struct conn *c, const char *in, size_t n)
 	bool more = true;
 	int err;
 
+	/* Each step asks the engine whether it may be taken now: a _buf
+	 * call answers NULL when not, and an _ack must not be for 0. */
 	while (more) {
 		unsigned char *buf;
-		size_t len;
+		size_t len, left = c->out.len - c->out.off;
 
 		more = false;
-		st = br_ssl_engine_current_state(eng);
-		if (st & BR_SSL_SENDREC) {
-			buf = br_ssl_engine_sendrec_buf(eng, &len);
+		if ((buf = br_ssl_engine_sendrec_buf(eng, &len)) != NULL) {
 			outq_add(&c->cout, buf, len);
 			br_ssl_engine_sendrec_ack(eng, len);
 			more = true;
 		}
-		if ((st & BR_SSL_RECVAPP) && in != NULL) {
-			buf = br_ssl_engine_recvapp_buf(eng, &len);
+		if (in != NULL &&
+		    (buf = br_ssl_engine_recvapp_buf(eng, &len)) != NULL) {
 			conn_take(c, buf, len);
 			br_ssl_engine_recvapp_ack(eng, len);
 			more = true;
 		}
-		if ((st & BR_SSL_RECVREC) && n > 0) {
-			buf = br_ssl_engine_recvrec_buf(eng, &len);
+		if (n > 0 &&
+		    (buf = br_ssl_engine_recvrec_buf(eng, &len)) != NULL) {
 			len = len < n ? len : n;
 			memcpy(buf, in, len);
 			br_ssl_engine_recvrec_ack(eng, len);
 			in += len, n -= len;
 			more = true;
 		}
-		if ((st & BR_SSL_SENDAPP) && c->out.off < c->out.len) {
-			buf = br_ssl_engine_sendapp_buf(eng, &len);
-			len = len < c->out.len - c->out.off
-				  ? len
-				  : c->out.len - c->out.off;
+		if (left > 0 &&
+		    (buf = br_ssl_engine_sendapp_buf(eng, &len)) != NULL) {
+			len = len < left ? len : left;
 			memcpy(buf, c->out.p + c->out.off, len);
 			br_ssl_engine_sendapp_ack(eng, len);
 			c->out.off += len;
-			if (c->out.off == c->out.len) {
+			if (len == left) {
 				outq_sent(&c->out, OUT_KEEP);
 				br_ssl_engine_flush(eng, 0);
 			}
 			more = true;
 		}
 	}
-	if (st != BR_SSL_CLOSED && n == 0)
-		return true;
-	/* Closed: a close_notify from the peer (error 0, like an EOF), or
-	 * a failure (a bad record, plaintext on a TLS port, no shared
-	 * cipher). Bytes left unread can only follow the closure. */
+	st = br_ssl_engine_current_state(eng);
 	err = br_ssl_engine_last_error(eng);
-	if (c->state == C_OPEN && (err != BR_ERR_OK || st != BR_SSL_CLOSED)) {
+	/* Open, or closed by the peer's close_notify (error 0): the input
+	 * before it is delivered first (on_read). Bytes left unread can
+	 * only follow the closure. */
+	if ((st != BR_SSL_CLOSED && n == 0) ||
+	    (st == BR_SSL_CLOSED && err == BR_ERR_OK))
+		return true;
+	/* A failure: a bad record, plaintext on a TLS port, no shared
+	 * cipher, a certificate refused. */
+	if (c->state == C_OPEN) {
 		char name[32];
 		log_msg(LOG_INFO, c->proto->name,
 			"sid=%s event=tls-error error=%s handshake=%s", c->sid,

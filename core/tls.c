@@ -553,6 +553,7 @@ int tls_setup(const struct config *cfg)
 				files.cert, files.key, cfg->hostname);
 		}
 	}
+	creds_unref(creds); /* a second setup replaces the first */
 	creds = creds_load(files.cert, files.key, err, sizeof err, &key_fault);
 	if (creds == NULL) {
 		unsigned line = key_fault ? files.key_line : files.cert_line;
