@@ -714,7 +714,7 @@ static bool conn_tls_pump(struct conn *c, const char *in, size_t n)
 			br_ssl_engine_sendapp_ack(eng, len);
 			c->out.off += len;
 			if (len == left) {
-				outq_sent(&c->out, OUT_KEEP);
+				outq_sent(&c->out, 0); /* idle: keep none */
 				br_ssl_engine_flush(eng, 0);
 			}
 			more = true;

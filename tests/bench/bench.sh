@@ -99,9 +99,11 @@ domains = localhost
 max_store_size = 2G
 [smtp]
 listen = 127.0.0.1:0
+smtps =
 max_connections_per_ip = 5000
 [pop3]
 listen = 127.0.0.1:0
+pop3s =
 login_delay = 0
 max_connections_per_ip = 5000
 EOF

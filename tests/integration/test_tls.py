@@ -364,3 +364,21 @@ def test_min_version_only_1_2(make_server):
     assert r.stderr.startswith("%s:%d: bad value for min_version: '1.3'"
                                % (s2.conf, key_line(s2.conf,
                                                     "min_version")))
+
+
+def test_large_message_both_ways(make_server):
+    """3 MiB in through SMTPS (DATA, many records per read) and out
+    through POP3S (RETR streamed under backpressure), byte for byte."""
+    s = make_server(extra=TLS_ON)
+    ctx = context(selfsigned(s))
+    body = b"".join(b"line %06d %s\r\n" % (i, b"x" * 60)
+                    for i in range(3 * 1024 * 1024 // 74))
+    with SMTPS(*s.addr("smtps"), context=ctx) as c:
+        c.sendmail("a@example.org", ["alice@localhost"],
+                   b"Subject: big\r\n\r\n" + body)
+    p = POP3S(*s.addr("pop3s"), context=ctx)
+    p.user("alice@localhost")
+    p.pass_("secret")
+    got = b"\r\n".join(p.retr(1)[1]) + b"\r\n"
+    assert got.endswith(b"Subject: big\r\n\r\n" + body)
+    p.quit()
