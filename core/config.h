@@ -30,6 +30,13 @@ struct config_network {
 	unsigned bits;
 };
 
+/* A file named in the config, and where: errors about the file point at
+ * the line that named it (0: not from the file). */
+struct config_path {
+	char path[CONFIG_STR_MAX]; /* "" = not set */
+	unsigned line;
+};
+
 /* sender_check: may a relaying user send as any address? */
 enum config_sender_check {
 	CONFIG_SENDER_STRICT, /* MAIL FROM must be the relaying user's own
@@ -40,8 +47,8 @@ enum config_sender_check {
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
-	char domains[1024];	 /* comma list, also in the store */
-	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
+	char domains[1024];	  /* comma list, also in the store */
+	uint64_t max_store_size;  /* bytes; 0 = grow while the disk allows */
 	unsigned max_connections; /* all listeners together; 0 = no cap */
 
 	struct config_listener smtp;
@@ -64,12 +71,25 @@ struct config {
 
 	struct config_listener pop3;
 	unsigned login_delay; /* seconds a failed login waits */
+
+	/* TLS (core/tls.c). Without cert and key a self-signed pair for
+	 * hostname is made in data_dir. The implicit-TLS listeners share
+	 * their protocol's timeouts and limits. */
+	struct {
+		struct config_path cert; /* PEM, may hold the chain */
+		struct config_path key;	 /* PEM: RSA or EC */
+	} tls;
+	char smtps[CONFIG_STR_MAX]; /* implicit TLS submission; "" = off */
+	char pop3s[CONFIG_STR_MAX]; /* "" = off */
+
+	char file[CONFIG_STR_MAX]; /* the file config_load read; "" = none */
 };
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
- * 127.0.0.1:2525, submission on 127.0.0.1:2587, POP3 on 127.0.0.1:2110,
- * domain localhost; no relay network, POP-before-SMTP for 1800 s, strict
- * sender check, AUTH only over TLS. */
+ * 127.0.0.1:2525 (implicit TLS on 2465), submission on 127.0.0.1:2587, POP3
+ * on 127.0.0.1:2110 (implicit TLS on 2995), domain localhost; no relay
+ * network, POP-before-SMTP for 1800 s, strict sender check, AUTH only over
+ * TLS. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line

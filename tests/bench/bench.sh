@@ -12,6 +12,8 @@
 #   4. stripped binary size, RSS at rest after event=ready
 #   5. POP3 retrieval (16 clients x own mailbox, 4 KiB and 1 MiB messages),
 #      pillarbox and Dovecot side by side
+#   6. TLS: full handshakes per server CPU-second, RSS per idle TLS
+#      connection (tests/bench/tls_bench.py)
 #
 # Everything listens and connects on 127.0.0.1 only, ports picked at run
 # time, inside one mktemp -d work dir; every process started is stopped on
@@ -103,9 +105,11 @@ max_store_size = ${PB_STORE_MAX:-2G}
 max_connections = 10000
 [smtp]
 listen = 127.0.0.1:0
+smtps =
 max_connections_per_ip = 5000
 [pop3]
 listen = 127.0.0.1:0
+pop3s =
 login_delay = 0
 max_connections_per_ip = 5000
 EOF
@@ -498,6 +502,19 @@ if [ $DV_OK = 1 ]; then
 			res "pop3 $l pillarbox/dovecot msgs/s: $(calc "$r" 2) x"
 		fi
 	done
+fi
+
+# ---- 6. TLS ------------------------------------------------------------------
+# Full handshakes per second of server CPU (one core: the loop is one
+# thread) with openssl s_time clients, and the RSS an idle TLS connection
+# adds; see tests/bench/tls_bench.py.
+say "tls: $IDLE_N idle pop3s connections, handshakes for ${SECS}s"
+if python3 "$ROOT/tests/bench/tls_bench.py" "$BIN" "$W/tls" "$SECS" $IDLE_N \
+	>"$W/tls.out" 2>"$W/tls.err"; then
+	res "tls full handshakes ($(kv "$W/tls.out" cipher)): $(kv "$W/tls.out" per_cpu_s) per server CPU-second, $(kv "$W/tls.out" observed_per_s)/s observed"
+	res "tls idle $IDLE_N conns: $(kv "$W/tls.out" idle_kib_per_conn) KiB/conn RSS $(target "$(kv "$W/tls.out" idle_kib_per_conn)" '<=' 24 '<= 24 KiB')"
+else
+	fail tls "$(tail -n 1 "$W/tls.err")"
 fi
 
 # ---- table -------------------------------------------------------------------

@@ -31,8 +31,9 @@ class Server:
         sections = {
             "server": {"hostname": "mx.test", "data_dir": self.data,
                        "domains": domains},
-            "smtp": {"listen": "127.0.0.1:0"},
-            "pop3": {"listen": "127.0.0.1:0", "login_delay": "0"},
+            "smtp": {"listen": "127.0.0.1:0", "smtps": ""},
+            "pop3": {"listen": "127.0.0.1:0", "pop3s": "",
+                     "login_delay": "0"},
         }
         for sec, keys in (extra or {}).items():
             sections.setdefault(sec, {}).update(keys)
