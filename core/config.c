@@ -39,6 +39,7 @@ void config_defaults(struct config *c)
 	c->pop_before_smtp = 1800;
 	c->sender_check = CONFIG_SENDER_STRICT;
 	c->require_tls_for_auth = true; /* no passwords in clear text */
+	c->pop3_require_tls = true;
 	strcpy(c->pop3.listen, "127.0.0.1:2110");
 	c->pop3.timeout = 600; /* RFC 1939 3: at least 10 minutes */
 	c->pop3.max_conn_per_ip = 20;
@@ -110,6 +111,7 @@ static const struct key keys[] = {
     NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip, 0),
     NUM_KEY("pop3", "max_session_time", UINT, pop3.max_session_time, 0),
     NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
+    NUM_KEY("pop3", "require_tls_for_auth", BOOL, pop3_require_tls, 0),
     /* TLS */
     STR_KEY("tls", "cert", PATH, tls.cert),
     STR_KEY("tls", "key", PATH, tls.key),

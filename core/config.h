@@ -68,6 +68,7 @@ struct config {
 				   * relay; 0 = off */
 	enum config_sender_check sender_check;
 	bool require_tls_for_auth; /* SMTP AUTH only over TLS */
+	bool pop3_require_tls;	   /* POP3 USER/PASS/AUTH only over TLS */
 
 	struct config_listener pop3;
 	unsigned login_delay; /* seconds a failed login waits */

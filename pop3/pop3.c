@@ -60,6 +60,7 @@ struct pop3_session {
 	X(USER, P_AUTH, ARG_REQ, pop3_user)                                    \
 	X(PASS, P_AUTH, ARG_REQ, pop3_pass)                                    \
 	X(AUTH, P_AUTH, ARG_ANY, pop3_auth)                                    \
+	X(STLS, P_AUTH, ARG_NONE, pop3_stls)                                   \
 	X(CAPA, P_ANY, ARG_NONE, pop3_capa)                                    \
 	X(QUIT, P_ANY, ARG_NONE, pop3_quit)                                    \
 	X(STAT, P_TRANS, ARG_NONE, pop3_stat)                                  \
@@ -242,14 +243,37 @@ static void pop3_login(struct pop3_session *s, const char *pass)
 	auth_check(s->srv->st, s->user, pass, pop3_auth_done, s);
 }
 
+/* May this session log in? Passwords go only over TLS, unless the admin
+ * said otherwise or the client is a tool on our own address (as Dovecot
+ * exempts local logins; 127.0.0.9 reaching 127.0.0.1 is not one). */
+static bool pop3_auth_allowed(struct pop3_session *s)
+{
+	return !s->srv->cfg->pop3_require_tls || conn_tls(s->c) ||
+	       conn_peer_is_local(s->c);
+}
+
+/* The refusal before TLS (RFC 3206 [AUTH]); false if it was sent. */
+static bool pop3_auth_check(struct pop3_session *s)
+{
+	if (pop3_auth_allowed(s))
+		return true;
+	pop3_error(s, "-ERR [AUTH] Plaintext authentication disallowed on "
+		      "non-secure connections, use STLS.");
+	return false;
+}
+
 static void pop3_user(struct pop3_session *s, char *arg)
 {
+	if (!pop3_auth_check(s))
+		return;
 	pop3_set_user(s, arg);
 	pop3_reply(s, "+OK");
 }
 
 static void pop3_pass(struct pop3_session *s, char *arg)
 {
+	if (!pop3_auth_check(s))
+		return;
 	if (s->user == NULL) {
 		pop3_error(s, "-ERR Command not valid in this state.");
 		return;
@@ -277,6 +301,8 @@ static void pop3_auth(struct pop3_session *s, char *arg)
 {
 	char *ir;
 
+	if (!pop3_auth_check(s))
+		return;
 	if (*arg == '\0') {
 		pop3_reply(s, "+OK\r\nPLAIN\r\n.");
 		return;
@@ -310,13 +336,33 @@ static void pop3_auth_response(struct pop3_session *s, char *line)
 
 static void pop3_capa(struct pop3_session *s, char *arg)
 {
+	bool auth = pop3_auth_allowed(s);
+
 	(void)arg;
+	/* RFC 2595 4: STLS only where TLS can start; USER and SASL only where
+	 * a password may be sent. */
 	conn_printf(s->c,
-		    "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\n"
-		    "SASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+		    "+OK Capability list follows\r\nTOP\r\nUIDL\r\n%s%s%s"
+		    "RESP-CODES\r\nAUTH-RESP-CODE\r\n"
 		    "PIPELINING\r\nEXPIRE NEVER\r\nLOGIN-DELAY %u\r\n"
 		    "IMPLEMENTATION pillarbox\r\n.\r\n",
+		    auth ? "USER\r\n" : "", auth ? "SASL PLAIN\r\n" : "",
+		    s->state == P_AUTH && !conn_tls(s->c) ? "STLS\r\n" : "",
 		    s->srv->cfg->login_delay);
+}
+
+/* STLS (RFC 2595 4): the reply in clear, then the handshake; what the
+ * client sent after STLS is dropped by the connection layer (CVE-2011-0411)
+ * and the session starts again once TLS is up (CONN_TLS_READY). */
+static void pop3_stls(struct pop3_session *s, char *arg)
+{
+	(void)arg;
+	if (conn_tls(s->c)) {
+		pop3_error(s, "-ERR Command not permitted when TLS active.");
+		return;
+	}
+	pop3_reply(s, "+OK Begin TLS negotiation.");
+	conn_starttls(s->c);
 }
 
 /* --- TRANSACTION -------------------------------------------------------- */
@@ -710,8 +756,13 @@ static void pop3_event(struct conn *c, void *session, enum conn_event ev)
 		pop3_reply(s, "-ERR Session time limit exceeded.");
 		conn_close(c);
 		break;
-	case CONN_OPEN: /* outbound only */
 	case CONN_TLS_READY:
+		/* Nothing learnt in clear carries over (RFC 2595 4). */
+		free(s->user);
+		s->user = NULL;
+		s->auth_wait = false;
+		break;
+	case CONN_OPEN: /* outbound only */
 		break;
 	case CONN_SHUTDOWN:
 		pop3_reply(s, "-ERR Server shutting down.");

@@ -33,6 +33,7 @@ class Server:
                        "domains": domains},
             "smtp": {"listen": "127.0.0.1:0", "smtps": ""},
             "pop3": {"listen": "127.0.0.1:0", "pop3s": "",
+                     "require_tls_for_auth": "no",
                      "login_delay": "0"},
         }
         for sec, keys in (extra or {}).items():

@@ -59,12 +59,13 @@ TRICKY = (b".\r\n"
 OK_RE = re.compile(rb"^\+OK( .*)?$", re.S)
 
 
-def capabilities(login_delay=0):
-    """The CAPA list PROTOCOL.md fixes, as a sorted list of lines."""
+def capabilities(login_delay=0, stls=True):
+    """The CAPA list PROTOCOL.md fixes, as a sorted list of lines: STLS in
+    the AUTHORIZATION state of a plaintext session (RFC 2595 4)."""
     return sorted([b"TOP", b"UIDL", b"USER", b"SASL PLAIN", b"RESP-CODES",
                    b"AUTH-RESP-CODE", b"PIPELINING", b"EXPIRE NEVER",
                    b"LOGIN-DELAY %d" % login_delay,
-                   b"IMPLEMENTATION pillarbox"])
+                   b"IMPLEMENTATION pillarbox"] + ([b"STLS"] if stls else []))
 
 
 def is_ok(line):

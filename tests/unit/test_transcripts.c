@@ -340,7 +340,7 @@ static const struct transcript pop3_cases[] = {
 	   "TOP 2 0\r\nQUIT\r\n",
      .out = POP_HI
      "+OK Capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\n"
-     "SASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+     "SASL PLAIN\r\nSTLS\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
      "EXPIRE NEVER\r\nLOGIN-DELAY 0\r\nIMPLEMENTATION pillarbox\r\n.\r\n"
      "+ \r\n+OK Logged in.\r\n+OK\r\nSubject: two\r\n\r\n.\r\n" POP_BYE},
 };
@@ -402,7 +402,11 @@ static int free_port(void)
 static int listen_on(struct config_listener *cfg, const struct conn_proto *p,
 		     void *ctx, const char *busy, const char *full)
 {
-	struct conn_listen_opts opts = {p, ctx, cfg, busy, full};
+	struct conn_listen_opts opts = {.proto = p,
+					.ctx = ctx,
+					.cfg = cfg,
+					.busy_reply = busy,
+					.full_reply = full};
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int port = free_port();
