@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
 	python3 python3-pytest swaks libnet-ssleay-perl fetchmail openssl fail2ban
-	strace)
+	strace mount)
 
 deps() {
 	local missing=() p
