@@ -10,7 +10,8 @@ BASE  = base/log.c
 STORE = store/store.c store/commit.c store/map.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
 	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c
-SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c smtp/from.c
+SMTP  = smtp/smtp.c smtp/relay.c smtp/auth.c smtp/sender.c smtp/addr.c smtp/data.c smtp/parse.c \
+	smtp/from.c
 POP3  = pop3/pop3.c pop3/parse.c
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
 MAIN  = app/main.c

@@ -38,15 +38,18 @@ static const char usage[] =
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
-    "  queue list\n"
+    "  queue list                     one line per message and recipient:\n"
+    "                                 ID <SENDER> <RECIPIENT> attempts=N\n"
+    "                                 next=TIME (UTC, ISO 8601) error=TEXT\n"
+    "  queue show ID                  the queued message's stored bytes\n"
     "  grants                         the running server's POP-before-SMTP\n"
     "                                 grants, one a line: ADDRESS USER\n"
     "                                 EXPIRES (UTC, ISO 8601) SECONDS-LEFT\n"
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
-    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
-    "domain localhost).\n";
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, submission on "
+    "127.0.0.1:2587, POP3 on 127.0.0.1:2110,\ndomain localhost).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -99,7 +102,7 @@ struct server {
 	struct store *st;
 	uv_signal_t sigterm, sigint;
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
-	struct smtp_server smtp;
+	struct smtp_server smtp, submission;
 	struct pop3_server pop3;
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
@@ -211,7 +214,7 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	struct conn_listen_opts smtp_opts, pop3_opts;
+	struct conn_listen_opts smtp_opts, sub_opts, pop3_opts;
 	uint64_t commits, jobs;
 	int r;
 
@@ -233,16 +236,22 @@ static int serve(struct config *cfg)
 				  sizeof control_cmds / sizeof *control_cmds,
 				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
+	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
-					      &cfg->smtp, srv.smtp.busy_reply,
-					      srv.smtp.full_reply};
-	pop3_opts = (struct conn_listen_opts){&pop3_proto, &srv.pop3,
-					      &cfg->pop3, srv.pop3.busy_reply,
-					      srv.pop3.full_reply};
+	smtp_opts =
+	    (struct conn_listen_opts){&smtp_proto, &srv.smtp, &cfg->smtp,
+				      srv.smtp.busy_reply, srv.smtp.full_reply};
+	sub_opts = (struct conn_listen_opts){
+	    &smtp_submission_proto, &srv.submission, &cfg->submission,
+	    srv.submission.busy_reply, srv.submission.full_reply};
+	pop3_opts =
+	    (struct conn_listen_opts){&pop3_proto, &srv.pop3, &cfg->pop3,
+				      srv.pop3.busy_reply, srv.pop3.full_reply};
 	conn_set_max(cfg->max_connections);
 	if (r == 0 && cfg->smtp.listen[0] != '\0')
 		r = conn_listen(loop, &smtp_opts);
+	if (r == 0 && cfg->submission.listen[0] != '\0')
+		r = conn_listen(loop, &sub_opts);
 	if (r == 0 && cfg->pop3.listen[0] != '\0')
 		r = conn_listen(loop, &pop3_opts);
 	uv_signal_init(loop, &srv.sigterm);
@@ -266,11 +275,12 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
-	log_msg(LOG_INFO, "core",
-		"event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
-		(unsigned long long)commits, (unsigned long long)jobs,
-		(unsigned long long)srv.smtp.accepted,
-		(unsigned long long)srv.logins);
+	log_msg(
+	    LOG_INFO, "core",
+	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
+	    (unsigned long long)commits, (unsigned long long)jobs,
+	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
+	    (unsigned long long)srv.logins);
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
@@ -355,13 +365,59 @@ static int print_alias(const char *alias, const char *targets, void *arg)
 	return 0;
 }
 
+/* One queue line: ID <SENDER> <RECIPIENT> attempts=N next=ISO-8601
+ * error=TEXT (the last error runs to the end of the line; "-" before
+ * the first attempt). */
 static int print_queue(const struct store_queue_entry *e, void *arg)
 {
+	time_t next = (time_t)e->next_attempt;
+	char when[32];
+	struct tm tm;
+
 	(void)arg;
-	printf("%016llx %s %s attempts=%u next=%llu error=%s\n",
+	gmtime_r(&next, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	printf("%016llx <%s> <%s> attempts=%u next=%s error=%s\n",
 	       (unsigned long long)e->id, e->sender, e->recipient, e->attempts,
-	       (unsigned long long)e->next_attempt,
-	       e->last_error ? e->last_error : "");
+	       when, e->last_error[0] != '\0' ? e->last_error : "-");
+	return 0;
+}
+
+/* Finds whether message id is queued (so `queue show` shows only queued
+ * mail, not any mailbox's). */
+struct queued {
+	uint64_t id;
+	bool found;
+};
+
+static int find_queued(const struct store_queue_entry *e, void *arg)
+{
+	struct queued *q = arg;
+
+	q->found |= e->id == q->id;
+	return 0;
+}
+
+/* `queue show ID`: the stored bytes of a queued message, as they will be
+ * sent on (no Return-Path: the next hop's final delivery adds one). */
+static int show_queued(struct store_txn *txn, const char *arg)
+{
+	struct queued q = {0, false};
+	const void *data;
+	size_t len;
+	char *end;
+	int r;
+
+	q.id = strtoull(arg, &end, 16);
+	if (*arg == '\0' || *end != '\0')
+		return -EINVAL;
+	if ((r = store_queue_list(txn, find_queued, &q)) < 0)
+		return r;
+	if (!q.found)
+		return -ENOENT;
+	if ((r = store_msg_get(txn, q.id, &data, &len)) < 0)
+		return r;
+	fwrite(data, 1, len, stdout);
 	return 0;
 }
 
@@ -442,6 +498,8 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 		r = store_domain_list(txn, print_domain, NULL);
 	} else if (IS("queue", "list", 0)) {
 		r = store_queue_list(txn, print_queue, NULL);
+	} else if (IS("queue", "show", 1)) {
+		r = show_queued(txn, arg);
 	} else {
 		fputs(usage, stderr);
 		return 2;
