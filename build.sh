@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: the libraries, the compiler, and the real clients the
-# tests drive (pytest with smtplib/poplib, swaks, fetchmail).
+# tests drive (pytest with smtplib/poplib, swaks, msmtp, fetchmail).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
-	python3 python3-pytest swaks fetchmail fail2ban strace)
+	python3 python3-pytest swaks msmtp fetchmail fail2ban strace)
 
 deps() {
 	local missing=() p
