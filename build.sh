@@ -48,7 +48,8 @@ run)
 	cat >&2 <<'TXT'
 
 pillarbox is starting on its built-in defaults: data in ./pillarbox-data,
-SMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain "localhost".
+SMTP on 127.0.0.1:2525, submission (SMTP AUTH) on 127.0.0.1:2587, POP3 on
+127.0.0.1:2110, domain "localhost".
 In another terminal, add an account, send it a message and fetch it:
 
   echo 'secret' | build/pillarbox user add alice@localhost
