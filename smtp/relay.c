@@ -23,11 +23,10 @@ static void smtp_tx_add_user(const char *user, void *arg)
 }
 
 /* Is a's domain ours? 1 (then a names the local mailbox), 0, or <0 when
- * the store cannot tell. An address literal is ours when it is the
- * address the client reached us on (one of our own addresses, as RFC
- * 5321 4.1.3 lets a host take mail for): "alice@[192.0.2.1]" is then
- * alice of the first configured domain. Any other literal is a remote
- * host's, and relayed only for clients allowed to relay. */
+ * the store cannot tell. An address literal (RFC 5321 4.1.3) is ours when
+ * it is the address the client reached us on: "alice@[192.0.2.1]" is then
+ * alice of the first configured domain (primary). Any other literal is a
+ * remote host's, relayed only for clients allowed to relay. */
 static int smtp_rcpt_local(struct smtp_session *s, struct store_txn *txn,
 			   struct addr *a, const char *primary)
 {
@@ -69,17 +68,14 @@ static enum smtp_rcpt_result smtp_rcpt_mailbox(struct smtp_session *s,
 
 /* see session.h */
 enum smtp_rcpt_result smtp_rcpt_decide(struct smtp_session *s, struct addr *a,
-				       const char *rcpt, char *reply)
+				       const char *rcpt, const char *primary,
+				       char *reply)
 {
-	char primary[ADDR_DOMAIN_MAX + 1];
 	struct store_txn *txn = NULL;
 	struct relay_decision d;
 	enum smtp_rcpt_result res = RCPT_TEMP;
 	int local, r;
 
-	snprintf(primary, sizeof primary, "%.*s",
-		 (int)strcspn(s->srv->cfg->domains, ", "),
-		 s->srv->cfg->domains);
 	if (store_txn_begin(s->srv->st, false, &txn) < 0 ||
 	    (local = smtp_rcpt_local(s, txn, a, primary)) < 0)
 		goto done;

@@ -137,10 +137,12 @@ enum smtp_rcpt_result {
 /* Decides the recipient a (rcpt: as the client gave it, formatted) for
  * the transaction: core/relay.h's one decision, logged; then the mailbox
  * (its users join tx->users) or the relay queue (tx->remote), with the
- * sender check for rights that are a user's. reply (SMTP_REPLY_MAX) gets
+ * sender check for rights that are a user's. primary is the first
+ * configured domain (our address literal's). reply (SMTP_REPLY_MAX) gets
  * the 553 of RCPT_SENDER. */
 enum smtp_rcpt_result smtp_rcpt_decide(struct smtp_session *s, struct addr *a,
-				       const char *rcpt, char *reply);
+				       const char *rcpt, const char *primary,
+				       char *reply);
 
 /* --- auth.c ------------------------------------------------------------ */
 

@@ -21,7 +21,6 @@
 
 #include "base/log.h"
 #include "core/cmd.h"
-#include "core/relay.h"
 #include "smtp/addr.h"
 #include "smtp/parse.h"
 
@@ -351,7 +350,8 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		smtp_reply(s, "452 4.5.3 Too many recipients");
 		return;
 	}
-	/* "<postmaster>" means ours: the first configured domain's. */
+	/* "<postmaster>" (and our own address literal) means ours: the first
+	 * configured domain's. */
 	snprintf(pm, sizeof pm, "%.*s",
 		 (int)strcspn(s->srv->cfg->domains, ", "),
 		 s->srv->cfg->domains);
@@ -366,7 +366,7 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
-	switch (smtp_rcpt_decide(s, &a, rcpt, line)) {
+	switch (smtp_rcpt_decide(s, &a, rcpt, pm, line)) {
 	case RCPT_OK:
 		if (s->tx->nrcpt++ == 0)
 			strcpy(s->tx->first_rcpt, rcpt);
