@@ -39,16 +39,19 @@ static const char usage[] =
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
-    "  queue list\n"
+    "  queue list                     one line per message and recipient:\n"
+    "                                 ID <SENDER> <RECIPIENT> attempts=N\n"
+    "                                 next=TIME (UTC, ISO 8601) error=TEXT\n"
+    "  queue show ID                  the queued message's stored bytes\n"
     "  grants                         the running server's POP-before-SMTP\n"
     "                                 grants, one a line: ADDRESS USER\n"
     "                                 EXPIRES (UTC, ISO 8601) SECONDS-LEFT\n"
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
-    "./pillarbox-data,\nSMTP on 127.0.0.1:2525 and implicit TLS on 2465, "
-    "POP3 on 127.0.0.1:2110\nand implicit TLS on 2995, domain localhost, "
-    "a self-signed certificate).\n";
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525 and implicit TLS on 2465, submission on "
+    "127.0.0.1:2587,\nPOP3 on 127.0.0.1:2110 and implicit TLS on 2995, domain localhost, "
+    "a self-signed\ncertificate).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -101,7 +104,7 @@ struct server {
 	struct store *st;
 	uv_signal_t sigterm, sigint, sighup;
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
-	struct smtp_server smtp;
+	struct smtp_server smtp, submission;
 	struct pop3_server pop3;
 	struct config_listener smtps, pop3s; /* their protocol's, TLS port */
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
@@ -269,8 +272,10 @@ static int serve(struct config *cfg)
 				  sizeof control_cmds / sizeof *control_cmds,
 				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
+	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	srv.smtps = cfg->smtp;
+	/* Implicit TLS on 465 is submission (RFC 8314 3.3). */
+	srv.smtps = cfg->submission;
 	strcpy(srv.smtps.listen, cfg->smtps);
 	srv.pop3s = cfg->pop3;
 	strcpy(srv.pop3s.listen, cfg->pop3s);
@@ -280,9 +285,13 @@ static int serve(struct config *cfg)
 			      srv.smtp.busy_reply, srv.smtp.full_reply, false,
 			      NULL);
 	if (r == 0)
-		r = listen_on(loop, &smtp_proto, &srv.smtp, &srv.smtps,
-			      srv.smtp.busy_reply, srv.smtp.full_reply, true,
-			      "smtps");
+		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
+			      &srv.smtps, srv.submission.busy_reply,
+			      srv.submission.full_reply, true, "smtps");
+	if (r == 0)
+		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
+			      &cfg->submission, srv.submission.busy_reply,
+			      srv.submission.full_reply, false, NULL);
 	if (r == 0)
 		r = listen_on(loop, &pop3_proto, &srv.pop3, &cfg->pop3,
 			      srv.pop3.busy_reply, srv.pop3.full_reply, false,
@@ -314,11 +323,12 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
-	log_msg(LOG_INFO, "core",
-		"event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
-		(unsigned long long)commits, (unsigned long long)jobs,
-		(unsigned long long)srv.smtp.accepted,
-		(unsigned long long)srv.logins);
+	log_msg(
+	    LOG_INFO, "core",
+	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
+	    (unsigned long long)commits, (unsigned long long)jobs,
+	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
+	    (unsigned long long)srv.logins);
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
@@ -404,13 +414,59 @@ static int print_alias(const char *alias, const char *targets, void *arg)
 	return 0;
 }
 
+/* One queue line: ID <SENDER> <RECIPIENT> attempts=N next=ISO-8601
+ * error=TEXT (the last error runs to the end of the line; "-" before
+ * the first attempt). */
 static int print_queue(const struct store_queue_entry *e, void *arg)
 {
+	time_t next = (time_t)e->next_attempt;
+	char when[32];
+	struct tm tm;
+
 	(void)arg;
-	printf("%016llx %s %s attempts=%u next=%llu error=%s\n",
+	gmtime_r(&next, &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	printf("%016llx <%s> <%s> attempts=%u next=%s error=%s\n",
 	       (unsigned long long)e->id, e->sender, e->recipient, e->attempts,
-	       (unsigned long long)e->next_attempt,
-	       e->last_error ? e->last_error : "");
+	       when, e->last_error[0] != '\0' ? e->last_error : "-");
+	return 0;
+}
+
+/* Finds whether message id is queued (so `queue show` shows only queued
+ * mail, not any mailbox's). */
+struct queued {
+	uint64_t id;
+	bool found;
+};
+
+static int find_queued(const struct store_queue_entry *e, void *arg)
+{
+	struct queued *q = arg;
+
+	q->found |= e->id == q->id;
+	return 0;
+}
+
+/* `queue show ID`: the stored bytes of a queued message, as they will be
+ * sent on (no Return-Path: the next hop's final delivery adds one). */
+static int show_queued(struct store_txn *txn, const char *arg)
+{
+	struct queued q = {0, false};
+	const void *data;
+	size_t len;
+	char *end;
+	int r;
+
+	q.id = strtoull(arg, &end, 16);
+	if (*arg == '\0' || *end != '\0')
+		return -EINVAL;
+	if ((r = store_queue_list(txn, find_queued, &q)) < 0)
+		return r;
+	if (!q.found)
+		return -ENOENT;
+	if ((r = store_msg_get(txn, q.id, &data, &len)) < 0)
+		return r;
+	fwrite(data, 1, len, stdout);
 	return 0;
 }
 
@@ -491,6 +547,8 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 		r = store_domain_list(txn, print_domain, NULL);
 	} else if (IS("queue", "list", 0)) {
 		r = store_queue_list(txn, print_queue, NULL);
+	} else if (IS("queue", "show", 1)) {
+		r = show_queued(txn, arg);
 	} else {
 		fputs(usage, stderr);
 		return 2;

@@ -182,10 +182,16 @@ uint64_t map_room(struct store *st)
 		room = (int64_t)st->max_size - (int64_t)used -
 		       (int64_t)CAP_RESERVE(st->max_size);
 	}
-	/* The reserve already allocated does not count as free: it stays. */
+	/* After the job the file must still be allocated STORE_RESERVE past
+	 * its last page. The part of the reserve allocated already (past
+	 * used) is not in f_bavail, and new pages go into it first: only
+	 * the rest of the reserve must come out of the free disk. */
 	if (mdb_env_get_fd(st->env, &fd) == 0 && fstatvfs(fd, &vfs) == 0) {
+		uint64_t held =
+		    st->map.reserved > used ? st->map.reserved - used : 0;
 		r = (int64_t)((uint64_t)vfs.f_bavail * vfs.f_frsize) -
-		    STORE_RESERVE;
+		    STORE_RESERVE +
+		    (int64_t)(held < STORE_RESERVE ? held : STORE_RESERVE);
 		room = r < room ? r : room;
 	}
 	map_enter(st);

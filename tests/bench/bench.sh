@@ -8,6 +8,10 @@
 #      to syncrate, and syncs (store commits) per message
 #   2b. SMTP accept of 1 MiB messages (bodies that spill to a file) over
 #      several rounds: min, median and min/median, how steady it is
+#   2c. SMTP accept at 128 sessions with a relay decision per RCPT that
+#      walks relay_networks and finds a POP-before-SMTP grant (and the
+#      sender check, and a queue entry per message), over the MX-only rate
+#      measured in the same rounds
 #   3. RSS added by 2,000 idle SMTP and 2,000 idle POP3 connections
 #   4. stripped binary size, RSS at rest after event=ready
 #   5. POP3 retrieval (16 clients x own mailbox, 4 KiB and 1 MiB messages),
@@ -22,6 +26,8 @@
 #   BENCH_SECONDS   length of each SMTP accept run (default 5)
 #   BENCH_ROUNDS    c=128 rounds, each with its own syncrate (default 3)
 #   BENCH_ROUNDS_1M rounds of the 1 MiB SMTP figure (default 5)
+#   BENCH_ROUNDS_RELAY rounds of the relay figure, each an MX and a relay
+#                   run (default 3)
 #   BENCH_REPEAT    POP3 retrieval runs per server, best kept (default 3)
 #   BENCH_DIR       parent of the work dir (default $TMPDIR or /tmp)
 #   BENCH_KEEP=1    keep the work dir (logs) afterwards
@@ -106,7 +112,9 @@ max_connections = 10000
 [smtp]
 listen = 127.0.0.1:0
 smtps =
+submission = 127.0.0.1:0
 max_connections_per_ip = 5000
+${PB_SMTP_EXTRA:-}
 [pop3]
 listen = 127.0.0.1:0
 pop3s =
@@ -122,6 +130,9 @@ pb_template() {
 		echo "$PASS" | "$BIN" -c "$W/template/pb.conf" user add "u$i@localhost" \
 			2>>"$W/template/cli.log" || return 1
 	done
+	# the relay figure's sender, owned by u1 (the sender check)
+	"$BIN" -c "$W/template/pb.conf" alias add bench@localhost u1@localhost \
+		2>>"$W/template/cli.log"
 }
 
 SPID= SMTP_PORT= POP3_PORT= SDIR=
@@ -254,6 +265,76 @@ if [ ${#MIB1[@]} -gt 0 ]; then
 	md=$(printf '%s\n' "${MIB1[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
 	r=$(calc "$mn/$md" 3)
 	res "smtp accept 1 MiB c=$C1M (${#MIB1[@]} rounds): min $(calc "$mn" 1), median $(calc "$md" 1) MiB/s, min/median $(calc "$r" 2) $(target "$r" '>=' 0.7 '>= 0.7')"
+fi
+
+# ---- 2c. SMTP accept with a relay decision per RCPT ------------------------
+# The same load as 2 at c=128, in pairs of runs on fresh servers: MX only
+# (every recipient local: the decision is "local" at once), then relayed
+# (every recipient in another domain; the client, 127.0.0.1, is in none of
+# four relay_networks, so each RCPT walks them, then finds its grant among
+# 33, made by u1's POP3 login; the sender and From: are checked against
+# u1, and each message is one queue entry instead of a mailbox entry).
+# The figure is the median of relay/MX over the pairs.
+RR=${BENCH_ROUNDS_RELAY:-3}
+RELAY_NETS='relay_networks = 10.0.0.0/8, 192.168.0.0/16, 172.16.0.0/12, fd00::/8'
+RRATIOS=()
+grants_make() { # POP3 logins: u1 from 127.0.0.1, u2..u16 from 127.0.0.2..33
+	python3 - "$POP3_PORT" "$PASS" <<'EOF'
+import poplib, socket, sys
+port, pw = int(sys.argv[1]), sys.argv[2]
+class P(poplib.POP3):
+    def __init__(self, src):
+        self.src = src
+        super().__init__("127.0.0.1", port, timeout=30)
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self.src, 0))
+for i in range(1, 34):
+    p = P("127.0.0.%d" % i)
+    p.user("u%d@localhost" % (1 if i == 1 else 2 + i % 15))
+    p.pass_(pw)
+    p.quit()
+EOF
+}
+for i in $(seq "$RR"); do
+	rates=()
+	for kind in mx relay; do
+		d=$W/smtp_$kind.$i
+		say "smtp accept $kind, 128 sessions, ${SECS}s, round $i"
+		if [ $kind = relay ]; then
+			PB_SMTP_EXTRA=$RELAY_NETS pb_start "$d" || { fail "smtp relay round $i" "server did not start"; continue 2; }
+			if ! grants_make >"$d/grants.out" 2>&1; then
+				pb_stop
+				fail "smtp relay round $i" "POP3 logins failed: $(tail -n 1 "$d/grants.out")"
+				continue 2
+			fi
+			dom=remote.test
+		else
+			pb_start "$d" || { fail "smtp mx round $i" "server did not start"; continue 2; }
+			dom=localhost
+		fi
+		"$LG" smtp 127.0.0.1 "$SMTP_PORT" 128 "$SECS" 4096 $NUSERS $dom >"$d/lg.out" 2>"$d/lg.err"
+		pb_stop
+		rate=$(kv "$d/lg.out" msgs_per_s)
+		errs=$(kv "$d/lg.out" errors)
+		if [ -z "$rate" ] || [ "${errs:-1}" != 0 ]; then
+			fail "smtp $kind round $i" "loadgen: $(first_err "$d/lg.err")"
+			continue 2
+		fi
+		if [ $kind = relay ] && ! grep -q 'reason=pop-before-smtp' "$d/server.log"; then
+			fail "smtp relay round $i" "no relay decision by grant in the log"
+			continue 2
+		fi
+		rates+=("$rate")
+		rm -rf "$d/data"
+	done
+	r=$(calc "${rates[1]}/${rates[0]}" 3)
+	RRATIOS+=("$r")
+	res "smtp c=128 round $i: mx ${rates[0]} msgs/s, relay ${rates[1]} msgs/s, relay/mx $(calc "$r" 2)"
+done
+if [ ${#RRATIOS[@]} -gt 0 ]; then
+	r=$(printf '%s\n' "${RRATIOS[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+	res "smtp c=128 relay/mx (median of ${#RRATIOS[@]}): $(calc "$r" 2) $(target "$r" '>=' 0.9 '>= 0.9')"
 fi
 
 # ---- 3. idle connections (and RSS at rest) -----------------------------------

@@ -1,10 +1,12 @@
 /* loadgen - load generator for the pillarbox benchmark (tests/bench/bench.sh).
  * One process, one libuv loop, many TCP sessions to one IPv4 address.
  *
- *   loadgen smtp HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS
+ *   loadgen smtp HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS [RCPTDOMAIN]
  *     CONC sessions, no pipelining: EHLO once, then MAIL/RCPT/DATA/body,
  *     waiting for each reply, until SECONDS have passed; then QUIT.
- *     Recipients cycle over u1..uN@localhost. Only 250 after the body counts.
+ *     Recipients cycle over u1..uN@RCPTDOMAIN (default localhost; another
+ *     domain makes every message relayed, for a client allowed to relay).
+ *     Only 250 after the body counts.
  *   loadgen fill HOST PORT NUSERS PERUSER MSGSIZE
  *     one session per user uK@localhost delivering PERUSER messages to it,
  *     MAIL+RCPT+DATA sent as one pipelined group (RFC 2920); a 4xx reply
@@ -67,7 +69,8 @@ static struct {
 	int nusers, target;
 	long peruser;
 	const char *password;
-	char *body; /* the message followed by ".\r\n" */
+	const char *rcpt_domain; /* smtp: recipients' domain */
+	char *body;		 /* the message followed by ".\r\n" */
 	size_t bodylen, chunk;
 	uint64_t deadline;
 	long msgs, errors, rr, retries;
@@ -281,7 +284,8 @@ static void smtp_reply(conn *c, int code, const char *line, size_t n)
 		if (code != 250)
 			return bad_reply(c, "250 to MAIL", line, n);
 		if (!piped)
-			sendf(c, "RCPT TO:<u%d@localhost>\r\n", c->user);
+			sendf(c, "RCPT TO:<u%d@%s>\r\n", c->user,
+			      G.rcpt_domain);
 		c->state = S_RCPT;
 		return;
 	case S_RCPT:
@@ -649,13 +653,13 @@ static void on_stdin(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: loadgen smtp HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS\n"
-	    "       loadgen fill HOST PORT NUSERS PERUSER MSGSIZE\n"
-	    "       loadgen pop3 HOST PORT CONC NUSERS PASSWORD\n"
-	    "       loadgen idle smtp|pop3 HOST PORT N\n"
-	    "       loadgen body MSGSIZE\n");
+	fprintf(stderr,
+		"usage: loadgen smtp HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS "
+		"[RCPTDOMAIN]\n"
+		"       loadgen fill HOST PORT NUSERS PERUSER MSGSIZE\n"
+		"       loadgen pop3 HOST PORT CONC NUSERS PASSWORD\n"
+		"       loadgen idle smtp|pop3 HOST PORT N\n"
+		"       loadgen body MSGSIZE\n");
 	exit(2);
 }
 
@@ -696,7 +700,8 @@ int main(int argc, char **argv)
 		G.body =
 		    make_body((size_t)num(argv[2], 1, 1L << 30), &G.bodylen);
 		return fwrite(G.body, 1, G.bodylen, stdout) != G.bodylen;
-	} else if (!strcmp(m, "smtp") && argc == 8) {
+	} else if (!strcmp(m, "smtp") && (argc == 8 || argc == 9)) {
+		G.rcpt_domain = argc == 9 ? argv[8] : "localhost";
 		G.mode = M_SMTP;
 		target(argv[2], argv[3]);
 		G.target = (int)num(argv[4], 1, 10000);

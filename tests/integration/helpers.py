@@ -59,9 +59,13 @@ class SMTPConn:
     """A raw SMTP connection over a socket: send exactly the bytes given and
     read replies one by one, so that ordering and counts can be checked."""
 
-    def __init__(self, server, timeout=TIMEOUT, greet=True):
-        self.sock = socket.create_connection(server.addr("smtp"),
-                                             timeout=timeout)
+    def __init__(self, server, timeout=TIMEOUT, greet=True, proto="smtp",
+                 source=None):
+        """proto: the listener ("smtp" or "submission"); source: the
+        local address to connect from (127.0.0.x), else the default."""
+        self.sock = socket.create_connection(
+            server.addr(proto), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.greeting = None
@@ -251,6 +255,7 @@ def pop3_stat(server, user="alice@localhost", password="secret"):
 
 RECEIVED_RE = re.compile(
     r"^Received: from (?P<helo>\S+) \(\[(?P<ip>[^\]]+)\]\) "
+    r"(?:\(authenticated as (?P<auth>[^)]+)\) )?"
     r"by (?P<by>\S+) \(pillarbox\) with (?P<proto>\S+) id (?P<id>[^\s;]+)"
     r"(?: for <(?P<for>[^>]*)>)?\s*;?\s*(?P<date>.+)$")
 
