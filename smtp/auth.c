@@ -31,7 +31,8 @@ bool smtp_auth_allowed(struct smtp_session *s)
 	/* No password crosses the network in clear text unless the config
 	 * allows it; a tool on this host (its address is ours on this
 	 * connection) sends nothing over a network. */
-	return !s->srv->cfg->require_tls_for_auth || conn_peer_is_local(s->c);
+	return !s->srv->cfg->require_tls_for_auth || conn_tls(s->c) ||
+	       conn_peer_is_local(s->c);
 }
 
 /* Ends the exchange: nothing pending, no name kept. */

@@ -24,7 +24,8 @@
 #include "smtp/addr.h"
 #include "smtp/parse.h"
 
-#define SMTP_DATE_MAX 64 /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
+#define SMTP_DATE_MAX	     64 /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
+#define SMTP_TLS_COMMENT_MAX 128 /* "(using TLSv1.2 <cipher suite>)" */
 
 /* LMDB keeps a value's size in 32 bits (MAXDATASIZE in mdb.c): a stored
  * message, trace headers included, is under 4 GiB whatever
@@ -50,7 +51,8 @@ _Static_assert(SIZE_MAX >= SMTP_STORE_MAX, "a stored message's size fits");
 	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                   \
 	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                               \
 	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)                               \
-	X(AUTH, ST_READY, ARG_REQ, smtp_auth)
+	X(AUTH, ST_READY, ARG_REQ, smtp_auth)                                  \
+	X(STARTTLS, ST_ANY, ARG_NONE, smtp_starttls)
 
 #define X(verb, states, arity, fn)                                             \
 	static void fn(struct smtp_session *s, char *arg);
@@ -219,10 +221,43 @@ static void smtp_ehlo(struct smtp_session *s, char *arg)
 	conn_printf(s->c,
 		    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n"
 		    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
-		    "250-SMTPUTF8\r\n%s250 CHUNKING\r\n",
+		    "250-SMTPUTF8\r\n%s%s250 CHUNKING\r\n",
 		    s->srv->cfg->hostname, (unsigned long long)s->srv->max_size,
+		    conn_tls(s->c) ? "" : "250-STARTTLS\r\n",
 		    smtp_auth_allowed(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
 	smtp_check_errors(s);
+}
+
+/* STARTTLS (RFC 3207): the 220 in clear, then the handshake. What the
+ * client pipelined behind the command is dropped by the connection layer
+ * unread (CVE-2011-0411), and the session starts over once TLS is up
+ * (CONN_TLS_READY): the client must EHLO again. */
+static void smtp_starttls(struct smtp_session *s, char *arg)
+{
+	(void)arg;
+	if (conn_tls(s->c))
+		smtp_error(s, "503 5.5.1 Error: TLS already active");
+	else if (s->state == ST_FRESH)
+		smtp_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+	else if (s->state != ST_READY)
+		smtp_error(s, "503 5.5.1 Error: STARTTLS inside a mail "
+			      "transaction");
+	else {
+		smtp_reply(s, "220 2.0.0 Ready to start TLS");
+		conn_starttls(s->c);
+	}
+}
+
+/* RFC 3207 4.2: after the handshake nothing learnt in clear is kept. */
+static void smtp_tls_ready(struct smtp_session *s)
+{
+	smtp_tx_end(s);
+	s->state = ST_FRESH;
+	s->esmtp = false;
+	free(s->helo);
+	s->helo = NULL;
+	free(s->auth_user);
+	s->auth_user = NULL;
 }
 
 static void smtp_helo(struct smtp_session *s, char *arg)
@@ -479,6 +514,8 @@ static void smtp_tx_header(struct smtp_session *s)
 	struct smtp_tx *tx = s->tx;
 	char date[SMTP_DATE_MAX], forc[sizeof "\r\n\tfor <>;" + STORE_ADDR_MAX];
 	char authc[sizeof "\r\n\t(authenticated as )" + 2 * STORE_ADDR_MAX];
+	char tlsc[SMTP_TLS_COMMENT_MAX] = "";
+	const char *tls = conn_tls_info(s->c);
 	time_t now = time(NULL);
 	struct tm tm;
 	int n;
@@ -496,17 +533,21 @@ static void smtp_tx_header(struct smtp_session *s)
 		snprintf(authc, sizeof authc, "\r\n\t(authenticated as %s)",
 			 user);
 	}
+	if (tls != NULL)
+		snprintf(tlsc, sizeof tlsc, "\r\n\t(using %s)", tls);
+	/* RFC 3848: "S" for TLS, "A" for a logged-in client. */
 	n = asprintf(&tx->header,
-		     "Received: from %s ([%s%s])%s\r\n"
-		     "\tby %s (pillarbox) with %s%s id %s%s %s\r\n",
+		     "Received: from %s ([%s%s])%s%s\r\n"
+		     "\tby %s (pillarbox) with %s%s%s id %s%s %s\r\n",
 		     s->helo,
 		     /* RFC 5321 4.1.3: an IPv6 literal is tagged */
 		     strchr(conn_peer(s->c), ':') ? "IPv6:" : "",
-		     conn_peer(s->c), authc, s->srv->cfg->hostname,
+		     conn_peer(s->c), tlsc, authc, s->srv->cfg->hostname,
 		     tx->utf8	? "UTF8SMTP"
 		     : s->esmtp ? "ESMTP"
 				: "SMTP",
-		     s->auth_user != NULL ? "A" : "", tx->id, forc, date);
+		     tls != NULL ? "S" : "", s->auth_user != NULL ? "A" : "",
+		     tx->id, forc, date);
 	if (n < 0)
 		fatal("event=oom");
 	if ((size_t)n > SMTP_TRACE_MAX - 2)
@@ -833,6 +874,7 @@ static void smtp_event(struct conn *c, void *session, enum conn_event ev)
 		break;
 	case CONN_OPEN: /* outbound only */
 	case CONN_TLS_READY:
+		smtp_tls_ready(s);
 		break;
 	}
 }

@@ -19,7 +19,7 @@ from helpers import (HELO_NAME, SENDER, TIMEOUT, SMTPConn, expect,  # noqa: F401
 # AUTH is offered here because the tests' client is on the server's own
 # address (127.0.0.1 to 127.0.0.1): see test_relay.py for the rest
 EHLO_EXTS = ["PIPELINING", None, "8BITMIME", "ENHANCEDSTATUSCODES",
-             "SMTPUTF8", "AUTH PLAIN LOGIN", "CHUNKING"]
+             "SMTPUTF8", "STARTTLS", "AUTH PLAIN LOGIN", "CHUNKING"]
 # PROTOCOL.md says "<hex id>"; test_stored_id_is_hex checks the exact form,
 # the other tests accept any id
 STORED_RE = re.compile(r"^250 2\.0\.0 Ok: stored as (\S+)$")

@@ -23,7 +23,7 @@ from conftest import BIN
 
 HOST = "mx.test"
 TLS_ON = {"smtp": {"smtps": "127.0.0.1:0"}, "pop3": {"pop3s": "127.0.0.1:0"}}
-MSG = b"Subject: over TLS\r\n\r\nsecret body\r\n"
+MSG = b"From: <bob@localhost>\r\nSubject: over TLS\r\n\r\nsecret body\r\n"
 
 
 def context(cafile):
@@ -99,7 +99,10 @@ def test_smtps_send_pop3s_retrieve(make_server):
     with SMTPS(*s.addr("smtps"), context=ctx) as c:
         assert c.sock.version() == "TLSv1.2"  # BearSSL has no TLS 1.3
         c.ehlo("client.test")
-        c.sendmail("a@example.org", ["alice@localhost"], MSG)
+        # 465 is submission (RFC 8314): log in, send as yourself.
+        assert "STARTTLS" not in c.esmtp_features
+        c.login("bob@localhost", "secret")
+        c.sendmail("bob@localhost", ["alice@localhost"], MSG)
     p = POP3S(*s.addr("pop3s"), context=ctx)
     assert p.sock.version() == "TLSv1.2"
     assert "ECDHE-ECDSA" in p.sock.cipher()[0]
@@ -146,8 +149,10 @@ def test_swaks_implicit_tls(make_server):
     s = make_server(extra=TLS_ON)
     host, port = s.addr("smtps")
     r = subprocess.run(["swaks", "--to", "alice@localhost", "--from",
-                        "a@example.org", "--server", host, "--port",
-                        str(port), "--tlsc", "--helo", "client.test"],
+                        "bob@localhost", "--server", host, "--port",
+                        str(port), "--tlsc", "--helo", "client.test",
+                        "--auth", "PLAIN", "--auth-user", "bob@localhost",
+                        "--auth-password", "secret"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TLS started" in r.stdout, r.stdout
@@ -374,11 +379,12 @@ def test_large_message_both_ways(make_server):
     body = b"".join(b"line %06d %s\r\n" % (i, b"x" * 60)
                     for i in range(3 * 1024 * 1024 // 74))
     with SMTPS(*s.addr("smtps"), context=ctx) as c:
-        c.sendmail("a@example.org", ["alice@localhost"],
-                   b"Subject: big\r\n\r\n" + body)
+        c.login("bob@localhost", "secret")
+        c.sendmail("bob@localhost", ["alice@localhost"],
+                   b"From: bob@localhost\r\nSubject: big\r\n\r\n" + body)
     p = POP3S(*s.addr("pop3s"), context=ctx)
     p.user("alice@localhost")
     p.pass_("secret")
     got = b"\r\n".join(p.retr(1)[1]) + b"\r\n"
-    assert got.endswith(b"Subject: big\r\n\r\n" + body)
+    assert got.endswith(b"From: bob@localhost\r\nSubject: big\r\n\r\n" + body)
     p.quit()

@@ -102,6 +102,7 @@ struct transcript {
 #define EHLO_OK                                                                \
 	"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n"               \
 	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"          \
+	"250-STARTTLS\r\n"                                                     \
 	"250-AUTH PLAIN LOGIN\r\n250 CHUNKING\r\n"
 #define MAIL	  "MAIL FROM:<a@b.test>\r\n"
 #define TO_ALICE  "RCPT TO:<alice@localhost>\r\n"
