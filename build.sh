@@ -12,8 +12,9 @@ cd "$(dirname "$0")"
 # Debian packages: the libraries, the compiler, and the real clients the
 # tests drive (pytest with smtplib/poplib, swaks, fetchmail).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
-	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
-	python3 python3-pytest swaks fetchmail fail2ban strace)
+	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
+	python3 python3-pytest swaks fetchmail fail2ban strace
+	python3-dnslib python3-aiosmtpd postfix)
 
 deps() {
 	local missing=() p

@@ -19,7 +19,9 @@
 #include "core/cmd.h"
 #include "base/log.h"
 #include "smtp/addr.h"
+#include "core/relay.h"
 #include "smtp/data.h"
+#include "smtp/deliver.h"
 #include "smtp/parse.h"
 
 /* Where a session is; a command lists the states it is allowed in. */
@@ -63,6 +65,10 @@ struct smtp_tx {
 	unsigned rejected; /* RCPTs refused: unknown user, relay denied */
 	char **users;	   /* local mailboxes, distinct */
 	unsigned nusers, cap_users;
+	/* Recipients elsewhere that a relay decision allowed: queued for
+	 * smtp/deliver.c. (A stand-in for the relaying issue's version.) */
+	char **remote;
+	unsigned nremote;
 	bool utf8;
 	struct msgbuf body;
 	struct data_reader rd;
@@ -183,6 +189,9 @@ static void smtp_tx_free(struct smtp_tx *tx)
 	for (unsigned i = 0; i < tx->nusers; i++)
 		free(tx->users[i]);
 	free(tx->users);
+	for (unsigned i = 0; i < tx->nremote; i++)
+		free(tx->remote[i]);
+	free(tx->remote);
 	free(tx->header);
 	msgbuf_free(&tx->body);
 	free(tx);
@@ -345,6 +354,34 @@ static void smtp_tx_add_user(const char *user, void *arg)
 	tx->users[tx->nusers++] = xstrdup(user);
 }
 
+/* A recipient elsewhere: relayed when core/relay says this client may
+ * (relay_networks, a POP-before-SMTP grant), and queued at the commit.
+ * The address goes on as the client wrote it (the local part's case
+ * kept), which is what the next hop must see. */
+static bool smtp_relay_allowed(struct smtp_session *s, const struct addr *a,
+			       const char *rcpt)
+{
+	struct relay_decision d;
+	struct smtp_tx *tx = s->tx;
+	char raw[STORE_ADDR_MAX + 1];
+
+	relay_decide(conn_peer_net(s->c), NULL, false, &d);
+	relay_log_decision(conn_sid(s->c), conn_peer_net(s->c), rcpt, &d);
+	if (d.verdict != RELAY_ALLOW)
+		return false;
+	if (snprintf(raw, sizeof raw, "%s@%s", a->local, a->domain) >=
+	    (int)sizeof raw)
+		return false;
+	if (strpbrk(a->local, " \"\\") != NULL)
+		strcpy(raw, rcpt); /* needs its quotes: the formatted form */
+	for (unsigned i = 0; i < tx->nremote; i++)
+		if (strcmp(tx->remote[i], raw) == 0)
+			return true; /* the same recipient twice: once */
+	tx->remote = xrealloc(tx->remote, (tx->nremote + 1) * sizeof *tx->remote);
+	tx->remote[tx->nremote++] = xstrdup(raw);
+	return true;
+}
+
 static void smtp_rcpt(struct smtp_session *s, char *arg)
 {
 	char rcpt[STORE_ADDR_MAX + 1], pm[ADDR_DOMAIN_MAX + 1];
@@ -386,6 +423,8 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		r = r == -ENOENT || r == -EINVAL ? -ENOENT : r < 0 ? r : 1;
 	}
 	store_txn_abort(txn);
+	if (r == 0 && smtp_relay_allowed(s, &a, rcpt))
+		r = 1;
 	if (r == 1) {
 		if (s->tx->nrcpt++ == 0)
 			strcpy(s->tx->first_rcpt, rcpt);
@@ -488,22 +527,38 @@ static void smtp_tx_header(struct smtp_session *s)
 	tx->header_len = (size_t)n;
 }
 
-/* Commit thread: the message once, then a reference in every mailbox. */
+/* Commit thread: the message once, then a reference in every mailbox;
+ * for recipients elsewhere, the message without Return-Path (only the
+ * final delivery adds one, RFC 5321 4.4) and a queue entry for each. */
 static int smtp_store_run(struct store_txn *txn, void *arg)
 {
 	struct smtp_session *s = arg; /* paused: the loop leaves it alone */
 	struct smtp_tx *tx = s->tx;
-	uint64_t id;
+	size_t rp = strcspn(tx->header, "\n") + 1; /* the Return-Path line */
+	uint64_t id, now = (uint64_t)time(NULL);
 	void *dst;
-	int r;
+	int r = 0;
 
-	r = store_msg_put(txn, tx->header_len + tx->body.len, &id, &dst);
-	if (r < 0)
-		return r;
-	memcpy(dst, tx->header, tx->header_len);
-	r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
+	if (tx->nusers > 0) {
+		r = store_msg_put(txn, tx->header_len + tx->body.len, &id,
+				  &dst);
+		if (r < 0)
+			return r;
+		memcpy(dst, tx->header, tx->header_len);
+		r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
+	}
 	for (unsigned i = 0; r == 0 && i < tx->nusers; i++)
 		r = store_mailbox_add(txn, tx->users[i], id, NULL);
+	if (r == 0 && tx->nremote > 0) {
+		r = store_msg_put(txn, tx->header_len - rp + tx->body.len, &id,
+				  &dst);
+		if (r < 0)
+			return r;
+		memcpy(dst, tx->header + rp, tx->header_len - rp);
+		r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len - rp);
+	}
+	for (unsigned i = 0; r == 0 && i < tx->nremote; i++)
+		r = store_queue_add(txn, id, tx->from, tx->remote[i], now);
 	return r;
 }
 
@@ -517,6 +572,8 @@ static void smtp_store_done(void *arg, int rc)
 	if (rc == 0) {
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
+		if (tx->nremote > 0)
+			deliver_wake(); /* on its way now */
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at

@@ -17,8 +17,8 @@
  *   msgrefs   u64 id                   -> u32 refcount (apart, so a new
  *                                         reference never rewrites a body)
  *   mailbox   address 0x00 u32 uid     -> u64 id, u64 size
- *   queue     u64 next_attempt, u64 id -> u32 attempts, sender 0x00
- *                                         recipient 0x00 last_error 0x00
+ *   queue     u64 next_attempt, u64 id, -> u32 attempts, u64 arrival,
+ *             recipient                   sender 0x00 last_error 0x00
  * Names never contain 0x00, so "a@x\0" prefixes a@x's mailbox entries only.
  */
 #include "store/store_priv.h"
@@ -868,29 +868,112 @@ int store_mailbox_list(struct store_txn *t, const char *user,
 
 /* --- queue ------------------------------------------------------------- */
 
+#define QUEUE_KEY_MAX (16 + STORE_ADDR_MAX)
+#define QUEUE_VAL_MAX (12 + STORE_ADDR_MAX + 1 + STORE_QUEUE_ERROR_MAX + 1)
+
+/* The key of an entry into kb. -EINVAL for a recipient that cannot be
+ * one (an address holds no NUL, so the key needs no terminator). */
+static int queue_key(uint64_t next, uint64_t id, const char *rcpt,
+		     unsigned char *kb, MDB_val *k)
+{
+	size_t n = rcpt != NULL ? strlen(rcpt) : 0;
+
+	if (n == 0 || n > STORE_ADDR_MAX)
+		return -EINVAL;
+	put_u64(kb, next);
+	put_u64(kb + 8, id);
+	memcpy(kb + 16, rcpt, n);
+	*k = (MDB_val){16 + n, kb};
+	return 0;
+}
+
+/* Writes an entry's value: attempts, arrival, sender, last error. */
+static int queue_put(struct store_txn *t, MDB_val *k, uint32_t attempts,
+		     uint64_t arrival, const char *sender, const char *error)
+{
+	unsigned char vb[QUEUE_VAL_MAX];
+	size_t sn = strlen(sender), en = strlen(error);
+	MDB_val v;
+
+	if (sn > STORE_ADDR_MAX)
+		return -EINVAL;
+	if (en > STORE_QUEUE_ERROR_MAX)
+		en = STORE_QUEUE_ERROR_MAX;
+	put_u32(vb, attempts);
+	put_u64(vb + 4, arrival);
+	memcpy(vb + 12, sender, sn);
+	vb[12 + sn] = '\0';
+	memcpy(vb + 13 + sn, error, en);
+	vb[13 + sn + en] = '\0';
+	v = (MDB_val){14 + sn + en, vb};
+	return put(t, DB_QUEUE, k, &v, MDB_NOOVERWRITE);
+}
+
+int store_queue_add(struct store_txn *t, uint64_t id, const char *sender,
+		    const char *recipient, uint64_t now)
+{
+	unsigned char kb[QUEUE_KEY_MAX];
+	const void *data;
+	size_t len;
+	MDB_val k;
+	int rc;
+
+	if ((rc = queue_key(now, id, recipient, kb, &k)) < 0 ||
+	    (rc = store_msg_get(t, id, &data, &len)) < 0 ||
+	    (rc = queue_put(t, &k, 0, now, sender, "")) < 0)
+		return rc;
+	return ref_change(t, id, +1);
+}
+
+int store_queue_del(struct store_txn *t, const struct store_queue_entry *e)
+{
+	unsigned char kb[QUEUE_KEY_MAX];
+	MDB_val k;
+	int rc;
+
+	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) < 0 ||
+	    (rc = del(t, DB_QUEUE, &k)) < 0)
+		return rc;
+	return ref_change(t, e->id, -1);
+}
+
+int store_queue_retry(struct store_txn *t, const struct store_queue_entry *e,
+		      uint64_t next_attempt, const char *last_error)
+{
+	unsigned char kb[QUEUE_KEY_MAX];
+	MDB_val k;
+	int rc;
+
+	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) < 0 ||
+	    (rc = del(t, DB_QUEUE, &k)) < 0 ||
+	    (rc = queue_key(next_attempt, e->id, e->recipient, kb, &k)) < 0)
+		return rc;
+	return queue_put(t, &k, e->attempts + 1, e->arrival, e->sender,
+			 last_error);
+}
+
 static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct walk_ctx *w = ctx;
-	const char *p = (const char *)v->mv_data + 4, *str[3];
+	char rcpt[STORE_ADDR_MAX + 1];
+	const char *p = (const char *)v->mv_data + 12, *nul;
 	const char *end = (const char *)v->mv_data + v->mv_size;
 	struct store_queue_entry e;
 
-	if (k->mv_size != 16 || v->mv_size < 4)
+	if (k->mv_size <= 16 || k->mv_size > QUEUE_KEY_MAX ||
+	    v->mv_size < 14 || end[-1] != '\0' ||
+	    (nul = memchr(p, '\0', (size_t)(end - p))) == end - 1)
 		return store_err(NULL, MDB_CORRUPTED);
-	for (int i = 0; i < 3; i++) { /* three NUL-terminated strings */
-		const char *nul = memchr(p, '\0', (size_t)(end - p));
-		if (nul == NULL)
-			return store_err(NULL, MDB_CORRUPTED);
-		str[i] = p;
-		p = nul + 1;
-	}
+	memcpy(rcpt, (const char *)k->mv_data + 16, k->mv_size - 16);
+	rcpt[k->mv_size - 16] = '\0';
 	e = (struct store_queue_entry){
 	    .next_attempt = get_u64(k->mv_data),
 	    .id = get_u64((const char *)k->mv_data + 8),
-	    .sender = str[0],
-	    .recipient = str[1],
-	    .last_error = str[2],
+	    .sender = p,
+	    .recipient = rcpt,
+	    .last_error = nul + 1,
 	    .attempts = get_u32(v->mv_data),
+	    .arrival = get_u64((const char *)v->mv_data + 4),
 	};
 	return w->fn.queue(&e, w->arg);
 }

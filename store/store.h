@@ -1,6 +1,6 @@
 /*
  * store.h - the LMDB store: domains, users, aliases, messages, mailboxes and
- * the (future) outbound queue, in one LMDB environment.
+ * the outbound queue, in one LMDB environment.
  *
  * This header is the manual. Every function returns 0 (or a documented
  * positive count/flag) on success and a negative errno on failure; LMDB's own
@@ -189,15 +189,46 @@ int store_mailbox_list(struct store_txn *txn, const char *user,
 		       int (*fn)(const struct store_mail *m, void *arg),
 		       void *arg);
 
-/* --- outbound queue: next-attempt || id -> entry ----------------------- */
+/* --- outbound queue: next-attempt || id || recipient -> entry ---------- */
 
-/* Calls fn per queued entry in key order (strings valid during the call);
- * the queue is filled by the relay issue (encoding: see store.c). */
+/* One recipient of a message waiting to be sent on (smtp/deliver.c). The
+ * key orders entries by when they are due. Each entry holds one reference
+ * to the message body, so a body goes with its last entry (and its last
+ * mailbox entry, when it went to local users too). Times are wall-clock
+ * seconds since the epoch: they must mean the same after a restart. */
 struct store_queue_entry {
-	uint64_t next_attempt, id;
-	const char *sender, *recipient, *last_error;
-	uint32_t attempts;
+	uint64_t next_attempt; /* due at (seconds since the epoch) */
+	uint64_t id;	       /* message id */
+	const char *sender;    /* "" for the null sender <> */
+	const char *recipient; /* as given at RCPT */
+	const char *last_error; /* "" before the first failure */
+	uint32_t attempts;	/* failed attempts so far */
+	uint64_t arrival;	/* when it was queued: bounce_after counts
+				 * from here */
 };
+
+/* Queues message id for recipient from sender, due at `now` (which is
+ * also its arrival), and adds a reference to the message. -EEXIST when
+ * that recipient of that message is already queued with that time (a
+ * duplicate RCPT: nothing is added); -EINVAL for an empty or oversized
+ * address, or one holding a NUL. */
+int store_queue_add(struct store_txn *txn, uint64_t id, const char *sender,
+		    const char *recipient, uint64_t now);
+
+/* Removes entry e (found by next_attempt, id and recipient) and drops its
+ * reference, deleting the body when it was the last. -ENOENT when it is
+ * no longer there (the CLI deleted it meanwhile). */
+int store_queue_del(struct store_txn *txn, const struct store_queue_entry *e);
+
+/* After a failed attempt: moves e to next_attempt with one attempt more
+ * and last_error (cut to STORE_QUEUE_ERROR_MAX); the body's reference
+ * stays. -ENOENT when e is no longer there. */
+#define STORE_QUEUE_ERROR_MAX 512 /* a reply line, RFC 5321 4.5.3.1.5 */
+int store_queue_retry(struct store_txn *txn, const struct store_queue_entry *e,
+		      uint64_t next_attempt, const char *last_error);
+
+/* Calls fn per queued entry, soonest due first (strings valid during the
+ * call); stops early when fn returns non-zero and returns that value. */
 int store_queue_list(struct store_txn *txn,
 		     int (*fn)(const struct store_queue_entry *e, void *arg),
 		     void *arg);
