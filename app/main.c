@@ -41,7 +41,8 @@ static const char usage[] =
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
-    "  queue list                     ID SENDER RECIPIENT ATTEMPTS NEXT-ATTEMPT\n"
+    "  queue list                     ID SENDER RECIPIENT ATTEMPTS "
+    "NEXT-ATTEMPT\n"
     "                                 LAST-ERROR, one a line\n"
     "  queue flush [ID]               the running server retries now\n"
     "  queue delete ID | queue bounce ID\n"
@@ -277,12 +278,12 @@ static int serve(struct config *cfg)
 				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
-					      &cfg->smtp, srv.smtp.busy_reply,
-					      srv.smtp.full_reply};
-	pop3_opts = (struct conn_listen_opts){&pop3_proto, &srv.pop3,
-					      &cfg->pop3, srv.pop3.busy_reply,
-					      srv.pop3.full_reply};
+	smtp_opts =
+	    (struct conn_listen_opts){&smtp_proto, &srv.smtp, &cfg->smtp,
+				      srv.smtp.busy_reply, srv.smtp.full_reply};
+	pop3_opts =
+	    (struct conn_listen_opts){&pop3_proto, &srv.pop3, &cfg->pop3,
+				      srv.pop3.busy_reply, srv.pop3.full_reply};
 	conn_set_max(cfg->max_connections);
 	if (r == 0 && cfg->smtp.listen[0] != '\0')
 		r = conn_listen(loop, &smtp_opts);
@@ -315,9 +316,8 @@ static int serve(struct config *cfg)
 		"delivered=%llu bounced=%llu deferred=%llu",
 		(unsigned long long)commits, (unsigned long long)jobs,
 		(unsigned long long)srv.smtp.accepted,
-		(unsigned long long)srv.logins,
-		(unsigned long long)delivered, (unsigned long long)bounced,
-		(unsigned long long)deferred);
+		(unsigned long long)srv.logins, (unsigned long long)delivered,
+		(unsigned long long)bounced, (unsigned long long)deferred);
 	deliver_cleanup();
 	auth_cleanup();
 	relay_cleanup();
@@ -676,8 +676,8 @@ int main(int argc, char **argv)
 	if (strcmp(args[0], "queue") == 0 && n >= 2 && n <= 3 &&
 	    strcmp(args[1], "flush") == 0) {
 		char req[64];
-		snprintf(req, sizeof req, "QUEUE-FLUSH%s%.40s", n == 3 ? " " : "",
-			 n == 3 ? args[2] : "");
+		snprintf(req, sizeof req, "QUEUE-FLUSH%s%.40s",
+			 n == 3 ? " " : "", n == 3 ? args[2] : "");
 		return cli_control(&cfg, req, "queue flush");
 	}
 	return cli(&cfg, n, args);

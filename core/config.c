@@ -142,10 +142,10 @@ static const struct key keys[] = {
     NUM_KEY("delivery", "bounce_after", DURATION, delivery.bounce_after, 1),
     NUM_KEY("delivery", "max_concurrent", UINT, delivery.max_concurrent, 1),
     NUM_KEY("delivery", "max_per_domain", UINT, delivery.max_per_domain, 1),
-    NUM_KEY("delivery", "connect_timeout", DURATION,
-	    delivery.connect_timeout, 1),
-    NUM_KEY("delivery", "command_timeout", DURATION,
-	    delivery.command_timeout, 1),
+    NUM_KEY("delivery", "connect_timeout", DURATION, delivery.connect_timeout,
+	    1),
+    NUM_KEY("delivery", "command_timeout", DURATION, delivery.command_timeout,
+	    1),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */

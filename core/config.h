@@ -44,11 +44,11 @@ enum config_sender_check {
 /* [delivery]: outbound mail (smtp/deliver.c). Durations are seconds. */
 struct config_delivery {
 	char smarthost[CONFIG_STR_MAX]; /* "host:port"; "" = direct to MX */
-	char smarthost_user[CONFIG_STR_MAX];	     /* "" = no AUTH */
+	char smarthost_user[CONFIG_STR_MAX];	      /* "" = no AUTH */
 	char smarthost_password_file[CONFIG_STR_MAX]; /* its first line */
-	char resolver[CONFIG_STR_MAX]; /* DNS server "ip:port"; "" = the
-					* system's (resolv.conf) */
-	unsigned mx_port;	       /* 25 */
+	char resolver[CONFIG_STR_MAX];	  /* DNS server "ip:port"; "" = the
+					   * system's (resolv.conf) */
+	unsigned mx_port;		  /* 25 */
 	unsigned retry[CONFIG_RETRY_MAX]; /* waits after each failure; the
 					   * last one repeats */
 	size_t nretry;
@@ -60,8 +60,8 @@ struct config_delivery {
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
-	char domains[1024];	 /* comma list, also in the store */
-	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
+	char domains[1024];	  /* comma list, also in the store */
+	uint64_t max_store_size;  /* bytes; 0 = grow while the disk allows */
 	unsigned max_connections; /* all listeners together; 0 = no cap */
 
 	struct config_listener smtp;
@@ -110,13 +110,11 @@ int config_parse_duration(const char *s, unsigned *secs);
 /* Parses a retry schedule, durations separated by commas and/or spaces
  * ("1m, 5m, 15m, 1h, 4h"), into out[0..*n), at most max of them, each
  * at least 1 s. 0, or -1 (empty, a bad duration, too many). */
-int config_parse_schedule(const char *s, unsigned *out, size_t max,
-			  size_t *n);
+int config_parse_schedule(const char *s, unsigned *out, size_t max, size_t *n);
 
 /* The wait after a delivery attempt's failure number `attempts` (1 for
  * the first): its interval in the schedule, or the last one repeated. */
-unsigned config_retry_delay(const struct config_delivery *d,
-			    unsigned attempts);
+unsigned config_retry_delay(const struct config_delivery *d, unsigned attempts);
 
 /* Calls fn for each domain of the comma list (trimmed, non-empty). */
 void config_each_domain(const struct config *c,

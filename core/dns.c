@@ -90,7 +90,8 @@ static void dns_arm(void)
 		return;
 	}
 	uv_timer_start(&dns.timer, on_dns_timer,
-		       (uint64_t)t->tv_sec * 1000 + ((uint64_t)t->tv_usec + 999) / 1000,
+		       (uint64_t)t->tv_sec * 1000 +
+			   ((uint64_t)t->tv_usec + 999) / 1000,
 		       0);
 }
 
@@ -119,7 +120,8 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable,
 			  int writable)
 {
 	struct dns_sock **pp, *s;
-	int events = (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0);
+	int events =
+	    (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0);
 
 	(void)data;
 	for (pp = &dns.socks; *pp != NULL && (*pp)->fd != fd; pp = &(*pp)->next)
@@ -212,7 +214,7 @@ static enum dns_status dns_classify(int status, const char **error)
 		*error = "DNS timeout";
 		return DNS_TEMP;
 	case ARES_ECONNREFUSED:
-		*error = "DNS server refused";
+		*error = "SERVFAIL or refused by every DNS server";
 		return DNS_TEMP;
 	case ARES_EREFUSED:
 		*error = "DNS query refused";
@@ -241,7 +243,8 @@ static void on_addr(void *arg, int status, int timeouts, unsigned char *abuf,
 		status = ares_parse_aaaa_reply(abuf, alen, NULL, a, &n);
 		for (int i = 0; status == ARES_SUCCESS && i < n; i++) {
 			struct dns_target *t = &q->all[q->nall++];
-			struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&t->addr;
+			struct sockaddr_in6 *sa =
+			    (struct sockaddr_in6 *)&t->addr;
 			memset(t, 0, sizeof *t);
 			strcpy(t->host, h->name);
 			t->pref = h->pref;
@@ -345,10 +348,9 @@ static void on_mx(void *arg, int status, int timeouts, unsigned char *abuf,
 		dns_finish(q);
 }
 
-static struct dns_query *dns_start(const char *name, bool mx,
-				   void (*cb)(const struct dns_result *r,
-					      void *arg),
-				   void *arg)
+static struct dns_query *
+dns_start(const char *name, bool mx,
+	  void (*cb)(const struct dns_result *r, void *arg), void *arg)
 {
 	struct dns_query *q = xcalloc(1, sizeof *q);
 
@@ -416,8 +418,8 @@ int dns_init(const char *resolver)
 		ares_library_cleanup();
 		goto fail;
 	}
-	if (resolver[0] != '\0' &&
-	    (r = ares_set_servers_ports_csv(dns.ch, resolver)) != ARES_SUCCESS) {
+	if (resolver[0] != '\0' && (r = ares_set_servers_ports_csv(
+					dns.ch, resolver)) != ARES_SUCCESS) {
 		ares_destroy(dns.ch);
 		ares_library_cleanup();
 		goto fail;

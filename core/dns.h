@@ -34,17 +34,17 @@
 #define DNS_ADDRS_MAX 20
 
 enum dns_status {
-	DNS_OK,	     /* at least one address */
+	DNS_OK,	      /* at least one address */
 	DNS_NXDOMAIN, /* the domain does not exist: permanent */
-	DNS_NULL_MX, /* RFC 7505: the domain takes no mail: permanent */
-	DNS_NO_ADDR, /* exchangers, but none has an address: permanent */
-	DNS_TEMP,    /* timeout, SERVFAIL, refused: try again later */
+	DNS_NULL_MX,  /* RFC 7505: the domain takes no mail: permanent */
+	DNS_NO_ADDR,  /* exchangers, but none has an address: permanent */
+	DNS_TEMP,     /* timeout, SERVFAIL, refused: try again later */
 };
 
 /* One address to try, with the exchanger it belongs to. */
 struct dns_target {
-	char host[DNS_NAME_MAX + 1]; /* the exchanger (A-label) */
-	unsigned pref;		     /* its MX preference; 0 when implicit */
+	char host[DNS_NAME_MAX + 1];  /* the exchanger (A-label) */
+	unsigned pref;		      /* its MX preference; 0 when implicit */
 	struct sockaddr_storage addr; /* port 0: the caller sets it */
 };
 

@@ -26,19 +26,19 @@
 #include "core/netaddr.h"
 
 enum client_state {
-	CL_CONNECT,	/* waiting for the connection */
-	CL_GREETING,	/* for the 220 */
-	CL_EHLO,	/* for EHLO's reply */
-	CL_HELO,	/* for HELO's, after EHLO got a 5xx */
-	CL_STARTTLS,	/* for STARTTLS's 220 */
-	CL_TLS,		/* for the handshake */
-	CL_AUTH,	/* for AUTH PLAIN's 235, or AUTH LOGIN's first 334 */
-	CL_AUTH_USER,	/* for the 334 after the LOGIN user name */
-	CL_AUTH_PASS,	/* for the 235 after the LOGIN password */
-	CL_RSET,	/* for RSET's reply, before the next MAIL */
-	CL_TX,		/* for MAIL, RCPT and DATA replies */
-	CL_DOT,		/* for the reply to the end of the data */
-	CL_QUIT,	/* for QUIT's reply */
+	CL_CONNECT,   /* waiting for the connection */
+	CL_GREETING,  /* for the 220 */
+	CL_EHLO,      /* for EHLO's reply */
+	CL_HELO,      /* for HELO's, after EHLO got a 5xx */
+	CL_STARTTLS,  /* for STARTTLS's 220 */
+	CL_TLS,	      /* for the handshake */
+	CL_AUTH,      /* for AUTH PLAIN's 235, or AUTH LOGIN's first 334 */
+	CL_AUTH_USER, /* for the 334 after the LOGIN user name */
+	CL_AUTH_PASS, /* for the 235 after the LOGIN password */
+	CL_RSET,      /* for RSET's reply, before the next MAIL */
+	CL_TX,	      /* for MAIL, RCPT and DATA replies */
+	CL_DOT,	      /* for the reply to the end of the data */
+	CL_QUIT,      /* for QUIT's reply */
 };
 
 struct client {
@@ -66,11 +66,11 @@ struct client {
 	struct client_msg *msg;
 	size_t sent, answered; /* commands: 0 MAIL, 1..n RCPT, n+1 DATA */
 	bool mail_ok;
-	size_t accepted;   /* recipients the peer took at RCPT */
-	bool need_rset;	   /* a transaction ended before its data */
-	bool dot_ignored;  /* a pipelined DATA got 354 with no recipient */
-	uint64_t off;	   /* body octets sent */
-	bool bol;	   /* the body sent so far ends a line */
+	size_t accepted;  /* recipients the peer took at RCPT */
+	bool need_rset;	  /* a transaction ended before its data */
+	bool dot_ignored; /* a pipelined DATA got 354 with no recipient */
+	uint64_t off;	  /* body octets sent */
+	bool bol;	  /* the body sent so far ends a line */
 
 	bool quit; /* QUIT was answered: a clean end */
 	char error[CLIENT_REPLY_MAX + CLIENT_PEER_MAX];
@@ -78,7 +78,8 @@ struct client {
 
 static void client_next(struct client *cl);
 
-/* --- helpers --------------------------------------------------------------- */
+/* --- helpers ---------------------------------------------------------------
+ */
 
 static void client_send(struct client *cl, const char *line)
 {
@@ -149,7 +150,8 @@ static void client_b64(const void *src, size_t n, char *out, size_t outlen)
 		out[0] = '\0';
 }
 
-/* --- EHLO, STARTTLS, AUTH -------------------------------------------------- */
+/* --- EHLO, STARTTLS, AUTH --------------------------------------------------
+ */
 
 static void client_ehlo_reset(struct client *cl)
 {
@@ -176,9 +178,8 @@ static void client_ehlo_line(struct client *cl, const char *kw)
 		cl->size_ext = true; /* RFC 1870: "SIZE" alone or "SIZE 0"
 				      * means no fixed limit */
 		cl->size_max = strtoull(kw + 4, NULL, 10);
-	}
-	else if (strncasecmp(kw, "AUTH", 4) == 0 &&
-		 (kw[4] == ' ' || kw[4] == '=')) {
+	} else if (strncasecmp(kw, "AUTH", 4) == 0 &&
+		   (kw[4] == ' ' || kw[4] == '=')) {
 		char mechs[CLIENT_LINE_MAX], *save, *m;
 		snprintf(mechs, sizeof mechs, "%s", kw + 5);
 		for (m = strtok_r(mechs, " ", &save); m != NULL;
@@ -256,7 +257,8 @@ static void client_auth_login(struct client *cl, const char *field)
 	explicit_bzero(b64, sizeof b64);
 }
 
-/* --- the mail transaction -------------------------------------------------- */
+/* --- the mail transaction --------------------------------------------------
+ */
 
 /* Writes transaction command i (see the top of the file). */
 static void client_tx_send(struct client *cl, size_t i)
@@ -449,7 +451,8 @@ static void client_dot_reply(struct client *cl)
 	client_next(cl);
 }
 
-/* --- replies ---------------------------------------------------------------- */
+/* --- replies ----------------------------------------------------------------
+ */
 
 /* One complete reply: what it means depends on what we wait for. */
 static void client_reply(struct client *cl)
@@ -527,9 +530,9 @@ static void client_reply(struct client *cl)
 			break;
 		}
 		cl->authed = true;
-		log_msg(LOG_INFO, "deliver", "sid=%s event=auth user=%s peer=%s",
-			conn_sid(cl->c), log_str(cl->p->auth_user),
-			log_str(cl->peer));
+		log_msg(LOG_INFO, "deliver",
+			"sid=%s event=auth user=%s peer=%s", conn_sid(cl->c),
+			log_str(cl->p->auth_user), log_str(cl->peer));
 		client_next(cl);
 		break;
 	case CL_RSET:
@@ -570,8 +573,8 @@ static void client_input(struct client *cl)
 		}
 		if (len < 3 || line[0] < '2' || line[0] > '5' ||
 		    line[1] < '0' || line[1] > '9' || line[2] < '0' ||
-		    line[2] > '9' || (len > 3 && line[3] != ' ' &&
-				      line[3] != '-')) {
+		    line[2] > '9' ||
+		    (len > 3 && line[3] != ' ' && line[3] != '-')) {
 			cl->code = 0;
 			client_fail(cl, "malformed reply from the server");
 			return;
@@ -604,7 +607,8 @@ static void client_input(struct client *cl)
 	}
 }
 
-/* --- the protocol ------------------------------------------------------------ */
+/* --- the protocol ------------------------------------------------------------
+ */
 
 static void client_event(struct conn *c, void *session, enum conn_event ev)
 {
@@ -620,8 +624,8 @@ static void client_event(struct conn *c, void *session, enum conn_event ev)
 		break;
 	case CONN_TIMEOUT:
 	case CONN_LIFETIME:
-		snprintf(why, sizeof why,
-			 "conversation with %s timed out", cl->peer);
+		snprintf(why, sizeof why, "conversation with %s timed out",
+			 cl->peer);
 		cl->code = 0;
 		client_fail(cl, why);
 		break;

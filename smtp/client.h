@@ -41,10 +41,10 @@
 
 #include "store/store.h"
 
-#define CLIENT_REPLY_MAX 512	  /* a reply kept for a bounce (lines joined) */
-#define CLIENT_LINE_MAX	 2048	  /* a reply line read; RFC 5321 says 512 */
+#define CLIENT_REPLY_MAX 512  /* a reply kept for a bounce (lines joined) */
+#define CLIENT_LINE_MAX	 2048 /* a reply line read; RFC 5321 says 512 */
 #define CLIENT_PIECE	 (32u << 10) /* body octets per store read */
-#define CLIENT_PEER_MAX	 320	  /* "name[address]" */
+#define CLIENT_PEER_MAX	 320	     /* "name[address]" */
 
 enum client_result {
 	CLIENT_PENDING,	  /* not yet answered */

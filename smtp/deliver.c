@@ -60,11 +60,11 @@ struct dl_msg {
 	size_t n;
 	struct dl_entry *ents;
 	/* The attempt on the current connection. */
-	unsigned tried;			  /* connection serial it was tried on */
-	bool loaded;			  /* size, skip, utf8 known */
-	size_t skip;			  /* a Return-Path: not sent */
-	uint64_t size;			  /* octets sent */
-	bool utf8, eightbit, looping;	  /* see dl_load */
+	unsigned tried;		      /* connection serial it was tried on */
+	bool loaded;		      /* size, skip, utf8 known */
+	size_t skip;		      /* a Return-Path: not sent */
+	uint64_t size;		      /* octets sent */
+	bool utf8, eightbit, looping; /* see dl_load */
 	struct client_rcpt cr[DELIVER_RCPTS_MAX];
 	size_t map[DELIVER_RCPTS_MAX]; /* cr[k] is ents[map[k]] */
 	struct client_msg cm;
@@ -196,9 +196,8 @@ static int dl_load(struct dl_msg *m)
 				m->eightbit = true;
 				m->utf8 |= i < hl;
 			}
-		m->looping =
-		    dsn_count_received((const char *)p, (size_t)m->size) >
-		    DSN_HOPS_MAX;
+		m->looping = dsn_count_received((const char *)p,
+						(size_t)m->size) > DSN_HOPS_MAX;
 		for (const char *s = m->sender; *s; s++)
 			m->utf8 |= (unsigned char)*s >= 0x80;
 		for (size_t i = 0; i < m->n; i++)
@@ -291,8 +290,8 @@ static struct client_msg *dl_next(void *arg)
 			if (m->ents[i].state == DL_DELIVERED ||
 			    m->ents[i].state == DL_FAILED)
 				continue;
-			m->cr[k] = (struct client_rcpt){
-			    .addr = m->ents[i].recipient};
+			m->cr[k] =
+			    (struct client_rcpt){.addr = m->ents[i].recipient};
 			m->map[k++] = i;
 		}
 		m->cm = (struct client_msg){
@@ -314,8 +313,8 @@ static struct client_msg *dl_next(void *arg)
 static void dl_done(void *arg, struct client_msg *cm)
 {
 	struct dl_job *j = arg;
-	struct dl_msg *m = (struct dl_msg *)((char *)cm -
-					     offsetof(struct dl_msg, cm));
+	struct dl_msg *m =
+	    (struct dl_msg *)((char *)cm - offsetof(struct dl_msg, cm));
 
 	for (size_t k = 0; k < cm->nrcpts; k++) {
 		struct client_rcpt *r = &cm->rcpts[k];
@@ -361,7 +360,8 @@ static void dl_closed(void *arg, const char *error)
 
 static const struct client_ops dl_ops = {dl_next, dl_done, dl_closed};
 
-/* --- jobs ------------------------------------------------------------------- */
+/* --- jobs -------------------------------------------------------------------
+ */
 
 static void dl_job_connect(struct dl_job *j)
 {
@@ -378,8 +378,8 @@ static void dl_job_connect(struct dl_job *j)
 		    htons((uint16_t)port);
 	snprintf(j->peer_name, sizeof j->peer_name, "%s", t->host);
 	j->serial = ++dl.serial;
-	j->cl = client_start((struct sockaddr *)&t->addr, &j->params, &dl_ops,
-			     j);
+	j->cl =
+	    client_start((struct sockaddr *)&t->addr, &j->params, &dl_ops, j);
 }
 
 /* Every message still in the job gets the outcome of the lookup. */
@@ -488,8 +488,8 @@ static void dl_job_end(struct dl_job *j)
 		struct dl_msg *m = j->msgs;
 		for (size_t i = 0; i < m->n; i++)
 			if (m->ents[i].state == DL_TODO && j->error[0] != '\0')
-				dl_entry_set(&m->ents[i], DL_DEFERRED,
-					     j->error, NULL);
+				dl_entry_set(&m->ents[i], DL_DEFERRED, j->error,
+					     NULL);
 		dl_msg_settle(m);
 	}
 	if (j->prev != NULL)
@@ -504,7 +504,8 @@ static void dl_job_end(struct dl_job *j)
 		deliver_wake(); /* a slot is free: more may be waiting */
 }
 
-/* --- the commit of an attempt's outcome ------------------------------------ */
+/* --- the commit of an attempt's outcome ------------------------------------
+ */
 
 /* Collects the users a local sender resolves to (the store must not be
  * written while it resolves). */
@@ -521,8 +522,8 @@ static void dl_users_add(const char *user, void *arg)
 	us->u[us->n++] = xstrdup(user);
 }
 
-int deliver_bounce(struct store_txn *txn, const struct config *cfg,
-		   uint64_t id, const char *sender, time_t arrival,
+int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n)
 {
 	const char *at = strrchr(sender, '@');
@@ -618,9 +619,9 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 			nf++;
 		}
 	}
-	if (nf > 0 && (m->bounced = deliver_bounce(txn, dl.cfg, m->id,
-						   m->sender, (time_t)m->arrival,
-						   fails, nf)) < 0)
+	if (nf > 0 &&
+	    (m->bounced = deliver_bounce(txn, dl.cfg, m->id, m->sender,
+					 (time_t)m->arrival, fails, nf)) < 0)
 		return m->bounced;
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
@@ -662,23 +663,26 @@ static void dl_commit_done(void *arg, int rc)
 {
 	struct dl_msg *m = arg;
 	const struct config_delivery *d = &dl.cfg->delivery;
+	bool rescan = m->bounced > 0 || rc < 0;
 
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
 		bool old = (uint64_t)m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_TODO)
 			continue;
-		log_msg(x->state == DL_DELIVERED ? LOG_INFO : LOG_WARN,
-			"deliver",
-			"event=%s id=%016" PRIx64 " from=<%s> to=<%s> "
-			"relay=%s attempts=%" PRIu32 " delay=%llus reply=%s%s%s",
-			dl_state_name(x->state, old), m->id,
-			log_str(m->sender), log_str(x->recipient),
-			x->remote[0] ? log_str(x->remote) : "none",
-			x->e.attempts + 1,
-			(unsigned long long)((uint64_t)m->now - x->e.arrival),
-			log_str(x->reply), rc < 0 ? " commit-error=" : "",
-			rc < 0 ? strerror(-rc) : "");
+		/* A deferred entry has a new time: the timer must know it. */
+		rescan |= x->state == DL_DEFERRED;
+		log_msg(
+		    x->state == DL_DELIVERED ? LOG_INFO : LOG_WARN, "deliver",
+		    "event=%s id=%016" PRIx64 " from=<%s> to=<%s> "
+		    "relay=%s attempts=%" PRIu32 " delay=%llus reply=%s%s%s",
+		    dl_state_name(x->state, old), m->id, log_str(m->sender),
+		    log_str(x->recipient),
+		    x->remote[0] ? log_str(x->remote) : "none",
+		    x->e.attempts + 1,
+		    (unsigned long long)((uint64_t)m->now - x->e.arrival),
+		    log_str(x->reply), rc < 0 ? " commit-error=" : "",
+		    rc < 0 ? strerror(-rc) : "");
 		if (rc < 0)
 			continue;
 		if (x->state == DL_DELIVERED)
@@ -693,9 +697,9 @@ static void dl_commit_done(void *arg, int rc)
 		 * Let the store recover before trying them again. */
 		dl.hold_until_ms = loop_now_ms() + DELIVER_STORE_BACKOFF_MS;
 	}
-	if (m->bounced > 0 || rc < 0)
-		deliver_wake();
 	dl_msg_free(m);
+	if (rescan)
+		deliver_wake();
 }
 
 static void dl_msg_commit(struct dl_msg *m)
@@ -708,11 +712,12 @@ static void dl_msg_commit(struct dl_msg *m)
 	store_commit_submit(dl.st, &m->job_commit);
 }
 
-/* --- the scan --------------------------------------------------------------- */
+/* --- the scan ---------------------------------------------------------------
+ */
 
 struct dl_scan {
 	uint64_t now;
-	uint64_t next_due; /* the soonest entry not yet due; 0: none */
+	uint64_t next_due;	  /* the soonest entry not yet due; 0: none */
 	struct dl_job *fresh[64]; /* jobs made by this scan */
 	size_t nfresh;
 };
@@ -783,7 +788,8 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	struct dl_job *j;
 	struct dl_msg *m, **tail;
 	struct dl_entry *x;
-	bool flushed = dl.flush_all || (dl.flush_id != 0 && dl.flush_id == e->id);
+	bool flushed =
+	    dl.flush_all || (dl.flush_id != 0 && dl.flush_id == e->id);
 
 	if (e->next_attempt > sc->now && !flushed) {
 		if (sc->next_due == 0 || e->next_attempt < sc->next_due)
@@ -895,8 +901,8 @@ int deliver_start(const struct config *cfg, struct store *st)
 	}
 	if (d->smarthost_user[0] != '\0') {
 		FILE *f = fopen(d->smarthost_password_file, "r");
-		if (f == NULL || fgets(dl.password, sizeof dl.password, f) ==
-				     NULL) {
+		if (f == NULL ||
+		    fgets(dl.password, sizeof dl.password, f) == NULL) {
 			fprintf(stderr,
 				"pillarbox: smarthost_password_file %s: %s\n",
 				d->smarthost_password_file,

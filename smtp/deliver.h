@@ -73,8 +73,8 @@ void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
  * local user, else queued for the sender with the null sender. Never to
  * <> (sender ""). Returns 1 when a bounce was queued (wake the runner), 0
  * when it went to a mailbox or nowhere, <0 on a store error. */
-int deliver_bounce(struct store_txn *txn, const struct config *cfg,
-		   uint64_t id, const char *sender, time_t arrival,
+int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n);
 
 #endif

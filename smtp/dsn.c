@@ -112,8 +112,8 @@ const char *dsn_status(const char *reply, char *buf, size_t n)
 		if (p[0] == cls && p[1] == '.' && a >= 1 && a <= 3 &&
 		    p[2 + a] == '.') {
 			size_t b = strspn(p + 3 + a, "0123456789");
-			if (b >= 1 && b <= 3 && (p[3 + a + b] == ' ' ||
-						 p[3 + a + b] == '\0')) {
+			if (b >= 1 && b <= 3 &&
+			    (p[3 + a + b] == ' ' || p[3 + a + b] == '\0')) {
 				snprintf(buf, n, "%.*s", (int)(3 + a + b), p);
 				return buf;
 			}
@@ -178,8 +178,8 @@ char *dsn_build(const struct dsn *d, size_t *len)
 	for (size_t i = 0; i < d->nrcpts; i++) {
 		const struct dsn_rcpt *r = &d->rcpts[i];
 		if (r->remote != NULL)
-			buf_printf(&b, "<%s>: host %s said: %s\r\n\r\n", r->addr,
-				   r->remote, r->reply);
+			buf_printf(&b, "<%s>: host %s said: %s\r\n\r\n",
+				   r->addr, r->remote, r->reply);
 		else
 			buf_printf(&b, "<%s>: %s\r\n\r\n", r->addr, r->reply);
 	}
@@ -202,7 +202,8 @@ char *dsn_build(const struct dsn *d, size_t *len)
 			   "Original-Recipient: rfc822; %s\r\n"
 			   "Action: failed\r\n"
 			   "Status: %s\r\n",
-			   r->addr, r->addr, dsn_status(r->reply, st, sizeof st));
+			   r->addr, r->addr,
+			   dsn_status(r->reply, st, sizeof st));
 		if (r->remote != NULL) {
 			/* "mx.example.org[192.0.2.1]": the name is the MTA */
 			size_t hn = strcspn(r->remote, " [");
@@ -221,7 +222,9 @@ char *dsn_build(const struct dsn *d, size_t *len)
 	hl = dsn_header_len(d->msg + rp, d->msg_len - rp);
 	if (hl > DSN_HEADERS_MAX) {
 		const char *p = d->msg + rp, *nl = p;
-		for (const char *q; (q = memchr(nl, '\n', (size_t)(p + DSN_HEADERS_MAX - nl))) != NULL;)
+		for (const char *q;
+		     (q = memchr(nl, '\n',
+				 (size_t)(p + DSN_HEADERS_MAX - nl))) != NULL;)
 			nl = q + 1;
 		hl = (size_t)(nl - p);
 	}

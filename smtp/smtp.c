@@ -377,7 +377,8 @@ static bool smtp_relay_allowed(struct smtp_session *s, const struct addr *a,
 	for (unsigned i = 0; i < tx->nremote; i++)
 		if (strcmp(tx->remote[i], raw) == 0)
 			return true; /* the same recipient twice: once */
-	tx->remote = xrealloc(tx->remote, (tx->nremote + 1) * sizeof *tx->remote);
+	tx->remote =
+	    xrealloc(tx->remote, (tx->nremote + 1) * sizeof *tx->remote);
 	tx->remote[tx->nremote++] = xstrdup(raw);
 	return true;
 }
@@ -828,9 +829,9 @@ static void smtp_event(struct conn *c, void *session, enum conn_event ev)
 		conn_close(c);
 		break;
 	case CONN_LIFETIME:
-		conn_printf(c,
-			    "421 4.4.2 %s Error: session time limit exceeded\r\n",
-			    s->srv->cfg->hostname);
+		conn_printf(
+		    c, "421 4.4.2 %s Error: session time limit exceeded\r\n",
+		    s->srv->cfg->hostname);
 		conn_close(c);
 		break;
 	case CONN_SHUTDOWN:
@@ -868,7 +869,8 @@ void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 		 "421 4.7.0 %s Error: too many connections from your "
 		 "address\r\n",
 		 cfg->hostname);
-	snprintf(srv->full_reply, sizeof srv->full_reply,
-		 "421 4.3.2 %s Error: too many connections, try again later\r\n",
-		 cfg->hostname);
+	snprintf(
+	    srv->full_reply, sizeof srv->full_reply,
+	    "421 4.3.2 %s Error: too many connections, try again later\r\n",
+	    cfg->hostname);
 }

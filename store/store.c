@@ -931,7 +931,8 @@ int store_queue_del(struct store_txn *t, const struct store_queue_entry *e)
 	MDB_val k;
 	int rc;
 
-	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) < 0 ||
+	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) <
+		0 ||
 	    (rc = del(t, DB_QUEUE, &k)) < 0)
 		return rc;
 	return ref_change(t, e->id, -1);
@@ -944,7 +945,8 @@ int store_queue_retry(struct store_txn *t, const struct store_queue_entry *e,
 	MDB_val k;
 	int rc;
 
-	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) < 0 ||
+	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) <
+		0 ||
 	    (rc = del(t, DB_QUEUE, &k)) < 0 ||
 	    (rc = queue_key(next_attempt, e->id, e->recipient, kb, &k)) < 0)
 		return rc;
@@ -960,8 +962,8 @@ static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 	const char *end = (const char *)v->mv_data + v->mv_size;
 	struct store_queue_entry e;
 
-	if (k->mv_size <= 16 || k->mv_size > QUEUE_KEY_MAX ||
-	    v->mv_size < 14 || end[-1] != '\0' ||
+	if (k->mv_size <= 16 || k->mv_size > QUEUE_KEY_MAX || v->mv_size < 14 ||
+	    end[-1] != '\0' ||
 	    (nul = memchr(p, '\0', (size_t)(end - p))) == end - 1)
 		return store_err(NULL, MDB_CORRUPTED);
 	memcpy(rcpt, (const char *)k->mv_data + 16, k->mv_size - 16);

@@ -197,10 +197,10 @@ int store_mailbox_list(struct store_txn *txn, const char *user,
  * mailbox entry, when it went to local users too). Times are wall-clock
  * seconds since the epoch: they must mean the same after a restart. */
 struct store_queue_entry {
-	uint64_t next_attempt; /* due at (seconds since the epoch) */
-	uint64_t id;	       /* message id */
-	const char *sender;    /* "" for the null sender <> */
-	const char *recipient; /* as given at RCPT */
+	uint64_t next_attempt;	/* due at (seconds since the epoch) */
+	uint64_t id;		/* message id */
+	const char *sender;	/* "" for the null sender <> */
+	const char *recipient;	/* as given at RCPT */
 	const char *last_error; /* "" before the first failure */
 	uint32_t attempts;	/* failed attempts so far */
 	uint64_t arrival;	/* when it was queued: bounce_after counts

@@ -274,7 +274,7 @@ def test_bounce_for_remote_sender_is_queued_from_null(make_server, dns,
     s = delivery_server(make_server, dns, mx_port)
     submit(s, ["x@remote.test"], sender="someone@sender.test", tag="rb")
     (_, frm, to, content, _), = m2.rec.wait(1)
-    assert frm == "" and to == ["someone@sender.test"]
+    assert frm in ("", "<>") and to == ["someone@sender.test"]
     assert b"550 5.7.1 go away" in content
     # A bounce of the bounce goes nowhere: no loop.
     m2.rec.rcpt_reply = lambda a: "550 5.1.1 nope"
