@@ -194,22 +194,14 @@ int config_parse_duration(const char *s, unsigned *secs)
 	v = strtoull(s, &end, 10);
 	if (errno != 0)
 		return -1;
-	switch (*end) {
-	case 's':
-		unit = 1;
-		break;
-	case 'm':
-		unit = 60;
-		break;
-	case 'h':
-		unit = 3600;
-		break;
-	case 'd':
-		unit = 86400;
-		break;
-	}
-	if (*end != '\0')
+	if (*end != '\0') {
+		const char *units = "smhd", *u = strchr(units, *end);
+		static const unsigned long long mult[] = {1, 60, 3600, 86400};
+		if (u == NULL)
+			return -1;
+		unit = mult[u - units];
 		end++;
+	}
 	if (*end != '\0' || v > UINT32_MAX / unit)
 		return -1;
 	*secs = (unsigned)(v * unit);
