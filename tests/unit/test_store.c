@@ -625,29 +625,74 @@ static int collect_queue(const struct store_queue_entry *e, void *arg)
 	return 0;
 }
 
+/* The outbound queue: one entry per recipient, each holding a reference
+ * to the body; a retry moves an entry in time without touching the body;
+ * the body goes with the last entry. */
 static void test_queue_list(void **state)
 {
 	struct fx *fx = *state;
-	unsigned char key[16] = {0, 0, 0, 0, 0, 0, 0, 9,
-				 0, 0, 0, 0, 0, 0, 0, 5};
-	const char val[] = "\0\0\0\2a@b\0c@d\0"
-			   "451 later";
+	struct store_queue_entry e;
 	struct store_txn *t;
-	char out[128] = "";
+	char out[512] = "";
+	const void *data;
+	uint64_t id;
+	size_t len;
+	void *dst;
 
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	t = rtxn(fx->st);
 	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
 	assert_string_equal(out, "");
 	store_txn_abort(t);
-	store_close(fx->st);
-	fx->st = NULL;
-	raw_put(fx->dir, "queue", key, 16, val, sizeof val);
-	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+
+	t = wtxn(fx->st);
+	assert_int_equal(store_msg_put(t, 5, &id, &dst), 0);
+	memcpy(dst, "hello", 5);
+	assert_int_equal(store_queue_add(t, id, "a@b", "Bob@d", 100), 0);
+	assert_int_equal(store_queue_add(t, id, "a@b", "carol@d", 100), 0);
+	assert_int_equal(store_queue_add(t, id, "a@b", "carol@d", 100),
+			 -EEXIST);
+	assert_int_equal(store_queue_add(t, id, "a@b", "", 100), -EINVAL);
+	assert_int_equal(store_queue_add(t, id + 1, "a@b", "x@d", 100),
+			 -ENOENT);
+	assert_int_equal(store_txn_commit(t), 0);
+
 	t = rtxn(fx->st);
+	out[0] = '\0';
 	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
-	assert_string_equal(out, "9/5/2/a@b/c@d/451 later;");
+	/* recipients as given (case kept), in key order */
+	assert_string_equal(out, "100/1/0/a@b/Bob@d/;100/1/0/a@b/carol@d/;");
 	store_txn_abort(t);
+
+	/* A retry: later, one attempt more, the error kept. */
+	t = wtxn(fx->st);
+	e = (struct store_queue_entry){.next_attempt = 100,
+				       .id = id,
+				       .sender = "a@b",
+				       .recipient = "Bob@d",
+				       .last_error = "",
+				       .arrival = 100};
+	assert_int_equal(store_queue_retry(t, &e, 160, "451 4.3.0 later"), 0);
+	assert_int_equal(store_queue_retry(t, &e, 160, "again"), -ENOENT);
+	e.recipient = "carol@d";
+	assert_int_equal(store_queue_del(t, &e), 0);
+	assert_int_equal(store_queue_del(t, &e), -ENOENT);
+	assert_int_equal(store_txn_commit(t), 0);
+
+	t = rtxn(fx->st);
+	out[0] = '\0';
+	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
+	assert_string_equal(out, "160/1/1/a@b/Bob@d/451 4.3.0 later;");
+	assert_int_equal(store_msg_get(t, id, &data, &len), 0);
+	store_txn_abort(t);
+
+	/* The last entry takes the body with it. */
+	t = wtxn(fx->st);
+	e = (struct store_queue_entry){
+	    .next_attempt = 160, .id = id, .recipient = "Bob@d"};
+	assert_int_equal(store_queue_del(t, &e), 0);
+	assert_int_equal(store_msg_get(t, id, &data, &len), -ENOENT);
+	assert_int_equal(store_txn_commit(t), 0);
 }
 
 /* --- the commit thread ------------------------------------------------- */
