@@ -408,7 +408,7 @@ static int print_alias(const char *alias, const char *targets, void *arg)
 static int print_queue(const struct store_queue_entry *e, void *arg)
 {
 	char when[32];
-	time_t t = (time_t)e->next_attempt;
+	time_t t = (time_t)(e->next_attempt / 1000);
 	struct tm tm;
 
 	(void)arg;
@@ -479,7 +479,8 @@ static int cli_queue_remove(const struct config *cfg, struct store_txn *txn,
 			    qp.e[i].recipient, NULL,
 			    "550 5.0.0 returned by the postmaster"};
 		r = deliver_bounce(txn, cfg, qp.id, qp.e[0].sender,
-				   (time_t)qp.e[0].arrival, rcpts, qp.n);
+				   (time_t)(qp.e[0].arrival / 1000), rcpts,
+				   qp.n);
 		if (r == 1)
 			printf("bounce queued for <%s>; `pillarbox queue "
 			       "flush` sends it now\n",

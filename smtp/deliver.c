@@ -70,8 +70,8 @@ struct dl_msg {
 	struct client_msg cm;
 	/* The commit of this attempt's outcome. */
 	struct store_job job_commit;
-	time_t now;
-	int bounced; /* deliver_bounce's result */
+	uint64_t now; /* ms since the epoch, as the queue's times */
+	int bounced;  /* deliver_bounce's result */
 	bool committing;
 };
 
@@ -96,8 +96,11 @@ static struct {
 	struct store *st;
 	struct timer *timer;
 	bool running, stopping;
-	bool flush_all;
-	uint64_t flush_id;
+	/* A flush (`pillarbox queue flush [ID]`): every entry (or message
+	 * ID's) last tried before flush_time is due, until a scan has taken
+	 * them all; an entry tried since then keeps its own time. */
+	bool flushing;
+	uint64_t flush_id, flush_time;
 	uint64_t hold_until_ms; /* after a failed commit */
 	struct dl_job *jobs;
 	size_t njobs;
@@ -577,7 +580,7 @@ int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		if (r == 0) {
 			memcpy(dst, text, tlen);
 			r = store_queue_add(txn, bid, "", sender,
-					    (uint64_t)time(NULL));
+					    deliver_now_ms());
 		}
 	}
 	free(text);
@@ -603,7 +606,7 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 	m->bounced = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = (uint64_t)m->now >= x->e.arrival + d->bounce_after;
+		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
 		if (x->state == DL_FAILED) {
 			fails[nf++] = (struct dsn_rcpt){
 			    x->recipient, x->remote[0] ? x->remote : NULL,
@@ -619,20 +622,20 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 			nf++;
 		}
 	}
-	if (nf > 0 &&
-	    (m->bounced = deliver_bounce(txn, dl.cfg, m->id, m->sender,
-					 (time_t)m->arrival, fails, nf)) < 0)
+	if (nf > 0 && (m->bounced = deliver_bounce(
+			   txn, dl.cfg, m->id, m->sender,
+			   (time_t)(m->arrival / 1000), fails, nf)) < 0)
 		return m->bounced;
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = (uint64_t)m->now >= x->e.arrival + d->bounce_after;
+		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
 		if (x->state == DL_TODO)
 			continue; /* never tried (the server stopped) */
 		if (x->state == DL_DEFERRED && !old)
 			r = store_queue_retry(
 			    txn, &x->e,
-			    (uint64_t)m->now +
-				config_retry_delay(d, x->e.attempts + 1),
+			    m->now + config_retry_delay(d, x->e.attempts + 1) *
+					 1000ull,
 			    x->reply);
 		else
 			r = store_queue_del(txn, &x->e);
@@ -667,7 +670,7 @@ static void dl_commit_done(void *arg, int rc)
 
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = (uint64_t)m->now >= x->e.arrival + d->bounce_after;
+		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
 		if (x->state == DL_TODO)
 			continue;
 		/* A deferred entry has a new time: the timer must know it. */
@@ -680,7 +683,7 @@ static void dl_commit_done(void *arg, int rc)
 		    log_str(x->recipient),
 		    x->remote[0] ? log_str(x->remote) : "none",
 		    x->e.attempts + 1,
-		    (unsigned long long)((uint64_t)m->now - x->e.arrival),
+		    (unsigned long long)((m->now - x->e.arrival) / 1000),
 		    log_str(x->reply), rc < 0 ? " commit-error=" : "",
 		    rc < 0 ? strerror(-rc) : "");
 		if (rc < 0)
@@ -706,7 +709,7 @@ static void dl_msg_commit(struct dl_msg *m)
 {
 	assert(!m->committing);
 	m->committing = true;
-	m->now = time(NULL);
+	m->now = deliver_now_ms();
 	m->job_commit = (struct store_job){
 	    .run = dl_commit_run, .done = dl_commit_done, .arg = m};
 	store_commit_submit(dl.st, &m->job_commit);
@@ -717,6 +720,7 @@ static void dl_msg_commit(struct dl_msg *m)
 
 struct dl_scan {
 	uint64_t now;
+	bool skipped;		  /* a due entry waits for a free slot */
 	uint64_t next_due;	  /* the soonest entry not yet due; 0: none */
 	struct dl_job *fresh[64]; /* jobs made by this scan */
 	size_t nfresh;
@@ -788,15 +792,19 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	struct dl_job *j;
 	struct dl_msg *m, **tail;
 	struct dl_entry *x;
-	bool flushed =
-	    dl.flush_all || (dl.flush_id != 0 && dl.flush_id == e->id);
+	/* When it was last tried: its time less the wait that failure set. */
+	uint64_t delay =
+	    config_retry_delay(&dl.cfg->delivery, e->attempts) * 1000ull;
+	bool flushed = dl.flushing &&
+		       (dl.flush_id == 0 || dl.flush_id == e->id) &&
+		       e->next_attempt - delay < dl.flush_time;
 
 	if (e->next_attempt > sc->now && !flushed) {
 		if (sc->next_due == 0 || e->next_attempt < sc->next_due)
 			sc->next_due = e->next_attempt;
 		/* In key order: nothing after this is due either, unless a
-		 * flush of one message wants it. */
-		return dl.flush_id != 0 ? 0 : 1;
+		 * flush wants one. */
+		return dl.flushing ? 0 : 1;
 	}
 	if (dl_inflight(e->id, e->recipient))
 		return 0;
@@ -811,6 +819,7 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	if (m != NULL) {
 		j = m->job;
 	} else if ((j = dl_job_for(sc, dest)) == NULL) {
+		sc->skipped = true;
 		return 0; /* limits reached: it waits for a free slot */
 	}
 	for (tail = &j->msgs; *tail != NULL && (*tail)->next != NULL;
@@ -847,7 +856,7 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
  * will be. */
 static void dl_scan(void *arg)
 {
-	struct dl_scan sc = {.now = (uint64_t)time(NULL)};
+	struct dl_scan sc = {.now = deliver_now_ms()};
 	struct store_txn *txn = NULL;
 	uint64_t wait_ms = DELIVER_RESCAN_MS;
 	int r;
@@ -863,8 +872,8 @@ static void dl_scan(void *arg)
 	if (r == 0)
 		r = store_queue_list(txn, dl_scan_entry, &sc);
 	store_txn_abort(txn);
-	dl.flush_all = false;
-	dl.flush_id = 0;
+	if (r == 0 && !sc.skipped)
+		dl.flushing = false; /* every flushed entry was taken */
 	if (r < 0) {
 		log_msg(LOG_ERROR, "deliver", "event=scan-failed error=%s",
 			strerror(-r));
@@ -873,7 +882,7 @@ static void dl_scan(void *arg)
 	for (size_t i = 0; i < sc.nfresh; i++)
 		dl_job_go(sc.fresh[i]);
 	if (sc.next_due != 0) {
-		uint64_t due_ms = (sc.next_due - sc.now) * 1000;
+		uint64_t due_ms = sc.next_due - sc.now;
 		if (due_ms < wait_ms)
 			wait_ms = due_ms;
 	}
@@ -881,6 +890,14 @@ static void dl_scan(void *arg)
 }
 
 /* --- the interface -------------------------------------------------------- */
+
+uint64_t deliver_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 int deliver_start(const struct config *cfg, struct store *st)
 {
@@ -928,10 +945,11 @@ void deliver_wake(void)
 
 void deliver_flush(uint64_t id)
 {
-	if (id == 0)
-		dl.flush_all = true;
-	else
-		dl.flush_id = id;
+	/* A second flush of another message while one runs widens it to
+	 * all: simpler than a list, and a flush is a request to hurry. */
+	dl.flush_id = dl.flushing && dl.flush_id != id ? 0 : id;
+	dl.flushing = true;
+	dl.flush_time = deliver_now_ms();
 	dl.hold_until_ms = 0;
 	deliver_wake();
 }

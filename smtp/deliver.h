@@ -64,11 +64,14 @@ void deliver_stop(void);
 /* Frees what is left, once the loop has stopped. */
 void deliver_cleanup(void);
 
+/* The wall clock in milliseconds since the epoch: the queue's times. */
+uint64_t deliver_now_ms(void);
+
 /* Figures: messages and recipients delivered so far. */
 void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
 
-/* Returns msg's failed recipients to its sender, inside a write
- * transaction (the commit thread's, or the CLI's): a bounce built by
+/* Returns msg's failed recipients to its sender (arrival in seconds), inside a
+ * write transaction (the commit thread's, or the CLI's): a bounce built by
  * dsn_build, put straight into the sender's mailbox when the sender is a
  * local user, else queued for the sender with the null sender. Never to
  * <> (sender ""). Returns 1 when a bounce was queued (wake the runner), 0

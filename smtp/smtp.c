@@ -536,7 +536,7 @@ static int smtp_store_run(struct store_txn *txn, void *arg)
 	struct smtp_session *s = arg; /* paused: the loop leaves it alone */
 	struct smtp_tx *tx = s->tx;
 	size_t rp = strcspn(tx->header, "\n") + 1; /* the Return-Path line */
-	uint64_t id, now = (uint64_t)time(NULL);
+	uint64_t id, now = deliver_now_ms();
 	void *dst;
 	int r = 0;
 

@@ -195,7 +195,7 @@ int store_mailbox_list(struct store_txn *txn, const char *user,
  * key orders entries by when they are due. Each entry holds one reference
  * to the message body, so a body goes with its last entry (and its last
  * mailbox entry, when it went to local users too). Times are wall-clock
- * seconds since the epoch: they must mean the same after a restart. */
+ * milliseconds since the epoch: they must mean the same after a restart. */
 struct store_queue_entry {
 	uint64_t next_attempt;	/* due at (seconds since the epoch) */
 	uint64_t id;		/* message id */
