@@ -41,9 +41,10 @@ static const char usage[] =
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
-    "  queue list                     ID SENDER RECIPIENT ATTEMPTS "
-    "NEXT-ATTEMPT\n"
-    "                                 LAST-ERROR, one a line\n"
+    "  queue list                     one line per message and recipient:\n"
+    "                                 ID <SENDER> <RECIPIENT> attempts=N\n"
+    "                                 next=TIME (UTC, ISO 8601) error=TEXT\n"
+    "  queue show ID                  the queued message's stored bytes\n"
     "  queue flush [ID]               the running server retries now\n"
     "  queue delete ID | queue bounce ID\n"
     "  grants                         the running server's POP-before-SMTP\n"
@@ -52,8 +53,8 @@ static const char usage[] =
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
-    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
-    "domain localhost).\n";
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, submission on "
+    "127.0.0.1:2587, POP3 on 127.0.0.1:2110,\ndomain localhost).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -106,7 +107,7 @@ struct server {
 	struct store *st;
 	uv_signal_t sigterm, sigint;
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
-	struct smtp_server smtp;
+	struct smtp_server smtp, submission;
 	struct pop3_server pop3;
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
@@ -244,7 +245,7 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	struct conn_listen_opts smtp_opts, pop3_opts;
+	struct conn_listen_opts smtp_opts, sub_opts, pop3_opts;
 	uint64_t commits, jobs, delivered, bounced, deferred;
 	int r;
 
@@ -277,16 +278,22 @@ static int serve(struct config *cfg)
 				  sizeof control_cmds / sizeof *control_cmds,
 				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
+	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
 	smtp_opts =
 	    (struct conn_listen_opts){&smtp_proto, &srv.smtp, &cfg->smtp,
 				      srv.smtp.busy_reply, srv.smtp.full_reply};
+	sub_opts = (struct conn_listen_opts){
+	    &smtp_submission_proto, &srv.submission, &cfg->submission,
+	    srv.submission.busy_reply, srv.submission.full_reply};
 	pop3_opts =
 	    (struct conn_listen_opts){&pop3_proto, &srv.pop3, &cfg->pop3,
 				      srv.pop3.busy_reply, srv.pop3.full_reply};
 	conn_set_max(cfg->max_connections);
 	if (r == 0 && cfg->smtp.listen[0] != '\0')
 		r = conn_listen(loop, &smtp_opts);
+	if (r == 0 && cfg->submission.listen[0] != '\0')
+		r = conn_listen(loop, &sub_opts);
 	if (r == 0 && cfg->pop3.listen[0] != '\0')
 		r = conn_listen(loop, &pop3_opts);
 	uv_signal_init(loop, &srv.sigterm);
@@ -311,13 +318,14 @@ static int serve(struct config *cfg)
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
 	deliver_stats(&delivered, &bounced, &deferred);
-	log_msg(LOG_INFO, "core",
-		"event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu "
-		"delivered=%llu bounced=%llu deferred=%llu",
-		(unsigned long long)commits, (unsigned long long)jobs,
-		(unsigned long long)srv.smtp.accepted,
-		(unsigned long long)srv.logins, (unsigned long long)delivered,
-		(unsigned long long)bounced, (unsigned long long)deferred);
+	log_msg(
+	    LOG_INFO, "core",
+	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu "
+	    "delivered=%llu bounced=%llu deferred=%llu",
+	    (unsigned long long)commits, (unsigned long long)jobs,
+	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
+	    (unsigned long long)srv.logins, (unsigned long long)delivered,
+	    (unsigned long long)bounced, (unsigned long long)deferred);
 	deliver_cleanup();
 	auth_cleanup();
 	relay_cleanup();
@@ -403,20 +411,59 @@ static int print_alias(const char *alias, const char *targets, void *arg)
 	return 0;
 }
 
-/* ID SENDER RECIPIENT ATTEMPTS NEXT-ATTEMPT LAST-ERROR: the error (which
- * may hold spaces) last, "-" when there is none; <> for the null sender. */
+/* One queue line: ID <SENDER> <RECIPIENT> attempts=N next=ISO-8601
+ * error=TEXT (the last error runs to the end of the line; "-" before
+ * the first attempt). */
 static int print_queue(const struct store_queue_entry *e, void *arg)
 {
+	time_t next = (time_t)e->next_attempt;
 	char when[32];
-	time_t t = (time_t)(e->next_attempt / 1000);
 	struct tm tm;
 
 	(void)arg;
-	gmtime_r(&t, &tm);
+	gmtime_r(&next, &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	printf("%016llx <%s> <%s> %u %s %s\n", (unsigned long long)e->id,
-	       e->sender, e->recipient, e->attempts, when,
-	       e->last_error[0] ? e->last_error : "-");
+	printf("%016llx <%s> <%s> attempts=%u next=%s error=%s\n",
+	       (unsigned long long)e->id, e->sender, e->recipient, e->attempts,
+	       when, e->last_error[0] != '\0' ? e->last_error : "-");
+	return 0;
+}
+
+/* Finds whether message id is queued (so `queue show` shows only queued
+ * mail, not any mailbox's). */
+struct queued {
+	uint64_t id;
+	bool found;
+};
+
+static int find_queued(const struct store_queue_entry *e, void *arg)
+{
+	struct queued *q = arg;
+
+	q->found |= e->id == q->id;
+	return 0;
+}
+
+/* `queue show ID`: the stored bytes of a queued message, as they will be
+ * sent on (no Return-Path: the next hop's final delivery adds one). */
+static int show_queued(struct store_txn *txn, const char *arg)
+{
+	struct queued q = {0, false};
+	const void *data;
+	size_t len;
+	char *end;
+	int r;
+
+	q.id = strtoull(arg, &end, 16);
+	if (*arg == '\0' || *end != '\0')
+		return -EINVAL;
+	if ((r = store_queue_list(txn, find_queued, &q)) < 0)
+		return r;
+	if (!q.found)
+		return -ENOENT;
+	if ((r = store_msg_get(txn, q.id, &data, &len)) < 0)
+		return r;
+	fwrite(data, 1, len, stdout);
 	return 0;
 }
 
@@ -479,15 +526,14 @@ static int cli_queue_remove(const struct config *cfg, struct store_txn *txn,
 			    qp.e[i].recipient, NULL,
 			    "550 5.0.0 returned by the postmaster"};
 		r = deliver_bounce(txn, cfg, qp.id, qp.e[0].sender,
-				   (time_t)(qp.e[0].arrival / 1000), rcpts,
-				   qp.n);
+				   (time_t)qp.e[0].arrival, rcpts, qp.n);
 		if (r == 1)
 			printf("bounce queued for <%s>; `pillarbox queue "
 			       "flush` sends it now\n",
 			       qp.e[0].sender);
 	}
 	for (size_t i = 0; r >= 0 && i < qp.n; i++)
-		r = store_queue_del(txn, &qp.e[i]);
+		r = store_queue_del(txn, qp.id, qp.e[i].recipient);
 	free(rcpts);
 	queue_pick_free(&qp);
 	return r < 0 ? r : 0;
@@ -570,6 +616,8 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 		r = store_domain_list(txn, print_domain, NULL);
 	} else if (IS("queue", "list", 0)) {
 		r = store_queue_list(txn, print_queue, NULL);
+	} else if (IS("queue", "show", 1)) {
+		r = show_queued(txn, arg);
 	} else if (IS("queue", "delete", 1) || IS("queue", "bounce", 1)) {
 		r = cli_queue_remove(cfg, txn, arg, verb[0] == 'b');
 	} else {

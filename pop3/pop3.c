@@ -5,6 +5,7 @@
  */
 #include "pop3/pop3.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -22,17 +23,23 @@
 
 enum pop3_state { P_AUTH = 1, P_TRANS = 2, P_ANY = 3 };
 
+/* A reply's first piece holds the whole trace of its mailbox entry. */
+_Static_assert(STORE_TRACE_MAX < POP3_PIECE, "a trace fits in one piece");
+
 struct pop3_msg {
 	uint32_t uid;
 	bool deleted;
 	uint64_t id, size;
 };
 
-/* Where a RETR/TOP reply is: message id and octets sent of end. */
+/* Where a RETR/TOP reply is: message id and octets sent of end. A reply
+ * is the mailbox entry's own trace (its Return-Path:, see store.h), then
+ * the stored message; off and end count both. */
 struct pop3_send {
 	uint64_t id;
 	size_t off, end;
-	bool bol; /* the next octet starts a line */
+	size_t tlen; /* octets of trace: all in the first piece */
+	bool bol;    /* the next octet starts a line */
 };
 
 struct pop3_lock {
@@ -430,15 +437,22 @@ static void pop3_stuff(struct pop3_session *s, const char *data, size_t n)
 	}
 }
 
-/* Queues the next piece of the reply from the message's bytes; true once
- * the reply is complete. */
-static bool pop3_piece(struct pop3_session *s, const char *data)
+/* Queues the next piece of the reply, from the entry's trace (only the
+ * first piece has it: a trace is shorter than a piece) and the message's
+ * bytes; true once the reply is complete. */
+static bool pop3_piece(struct pop3_session *s, const char *trace,
+		       const char *data)
 {
-	size_t n = s->send.end - s->send.off;
+	size_t n = s->send.end - s->send.off, k = 0;
 
 	if (n > POP3_PIECE)
 		n = POP3_PIECE;
-	pop3_stuff(s, data + s->send.off, n);
+	if (s->send.off < s->send.tlen) {
+		assert(trace != NULL && s->send.off == 0);
+		k = s->send.tlen;
+		pop3_stuff(s, trace, k);
+	}
+	pop3_stuff(s, data + (s->send.off + k - s->send.tlen), n - k);
 	s->send.off += n;
 	if (s->send.off < s->send.end)
 		return false;
@@ -460,7 +474,7 @@ static bool pop3_send_more(struct conn *c, void *arg)
 	r = store_txn_begin(s->srv->st, false, &txn);
 	if (r == 0)
 		r = store_msg_get(txn, s->send.id, &data, &len);
-	if (r == 0 && len < s->send.end)
+	if (r == 0 && s->send.tlen + len < s->send.end)
 		r = -EIO; /* not the message we began to send */
 	if (r < 0) {
 		/* Half a reply is out: the only honest end is to hang up. */
@@ -470,7 +484,7 @@ static bool pop3_send_more(struct conn *c, void *arg)
 		conn_close(c);
 		return true;
 	}
-	done = pop3_piece(s, data);
+	done = pop3_piece(s, NULL, data);
 	store_txn_abort(txn);
 	return done;
 }
@@ -480,12 +494,17 @@ static bool pop3_send_more(struct conn *c, void *arg)
 static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 {
 	struct store_txn *txn;
+	struct store_mail e;
 	const void *data;
 	const char *p, *end;
 	size_t len;
 	int r;
 
 	r = store_txn_begin(s->srv->st, false, &txn);
+	if (r == 0)
+		r = store_mailbox_get(txn, s->user, m->uid, &e);
+	if (r == 0 && e.id != m->id)
+		r = -ENOENT;
 	if (r == 0)
 		r = store_msg_get(txn, m->id, &data, &len);
 	if (r < 0) {
@@ -504,11 +523,14 @@ static void pop3_send(struct pop3_session *s, struct pop3_msg *m, long lines)
 		len = (size_t)(p - (const char *)data);
 		pop3_reply(s, "+OK");
 	} else {
-		conn_printf(s->c, "+OK %zu octets\r\n", len);
+		conn_printf(s->c, "+OK %zu octets\r\n", e.trace_len + len);
 	}
 	/* Offsets, not pointers: the map may move between pieces. */
-	s->send = (struct pop3_send){.id = m->id, .end = len, .bol = true};
-	if (!pop3_piece(s, data))
+	s->send = (struct pop3_send){.id = m->id,
+				     .end = e.trace_len + len,
+				     .tlen = e.trace_len,
+				     .bol = true};
+	if (!pop3_piece(s, e.trace, data))
 		conn_stream(s->c, pop3_send_more, s);
 	store_txn_abort(txn);
 }

@@ -2,10 +2,16 @@
  * Grammar: RFC 5321 4.1.2 and 4.1.3, extended for UTF-8 by RFC 6531 3.3. */
 #include "smtp/addr.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <string.h>
+#include <strings.h>
 
 #define ADDR_LABEL_MAX 63 /* RFC 1035 2.3.4: label is 63 octets or less */
+/* The longest literal we read: "IPv6:" and an IPv6 address in its longest
+ * text form (INET6_ADDRSTRLEN, 46 with the NUL). */
+#define ADDR_LITERAL_MAX (5 + 45)
+#define ADDR_IPV6_TAG	 "IPv6:" /* RFC 5321 4.1.3 */
 
 /* A cursor over the path; bytes are unsigned so that c >= 0x80 tests work. */
 struct addr_parser {
@@ -200,6 +206,45 @@ static int addr_parse_domain(struct addr_parser *p, char *out)
 	return len > 0 && !hyphen ? 0 : -1;
 }
 
+/* address-literal = "[" ( IPv4-address-literal / IPv6-address-literal )
+ * "]" (RFC 5321 4.1.3; a General-address-literal has no use here and is
+ * refused). The address is checked and written back in its shortest form
+ * by inet_pton/inet_ntop, so one address has one spelling: a literal
+ * compares equal to the server's own address, or to nothing. */
+static int addr_parse_literal(struct addr_parser *p, char *out)
+{
+	char text[ADDR_LITERAL_MAX + 1], norm[INET6_ADDRSTRLEN];
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t n = 0, tag = strlen(ADDR_IPV6_TAG);
+	bool v6;
+
+	p->i++; /* "[" */
+	for (;; n++) {
+		int c = addr_peek(p);
+		if (c == ']')
+			break;
+		/* Only what an address literal may hold: also stops at the
+		 * end of the input. */
+		if (n == ADDR_LITERAL_MAX || c < 0 ||
+		    !(addr_is_alnum(c) || c == '.' || c == ':'))
+			return -1;
+		text[n] = (char)c;
+		p->i++;
+	}
+	p->i++; /* "]" */
+	text[n] = '\0';
+	v6 = n > tag && strncasecmp(text, ADDR_IPV6_TAG, tag) == 0;
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, v6 ? text + tag : text, bin) !=
+		1 ||
+	    inet_ntop(v6 ? AF_INET6 : AF_INET, bin, norm, sizeof norm) == NULL)
+		return -1;
+	/* Fits: ADDR_DOMAIN_MAX is far above "[IPv6:" + 45 + "]". */
+	strcpy(out, v6 ? "[" ADDR_IPV6_TAG : "[");
+	strcat(out, norm);
+	strcat(out, "]");
+	return 0;
+}
+
 /* see addr.h */
 int addr_parse_path(const char *s, size_t n, bool allow_null, bool utf8,
 		    struct addr *a, size_t *used)
@@ -233,10 +278,11 @@ int addr_parse_path(const char *s, size_t n, bool allow_null, bool utf8,
 	if (addr_peek(&p) != '@')
 		goto fail;
 	p.i++;
-	/* An address-literal starts with '[' and fails as an empty Domain:
-	 * refused on purpose, see addr.h. A second '@' ("user@remote@local")
-	 * ends the Domain and fails the '>' test below. */
-	if (addr_parse_domain(&p, a->domain) < 0)
+	/* A second '@' ("user@remote@local") ends the Domain and fails the
+	 * '>' test below. */
+	a->literal = addr_peek(&p) == '[';
+	if (a->literal ? addr_parse_literal(&p, a->domain) < 0
+		       : addr_parse_domain(&p, a->domain) < 0)
 		goto fail;
 	if (addr_peek(&p) != '>')
 		goto fail;
@@ -256,8 +302,8 @@ static void addr_put(char *buf, size_t n, size_t *len, int c)
 	(*len)++;
 }
 
-/* see addr.h */
-int addr_format(const struct addr *a, char *buf, size_t n)
+/* Writes the address; lower lower-cases the local part (ASCII only). */
+static int addr_write(const struct addr *a, char *buf, size_t n, bool lower)
 {
 	size_t len = 0, i;
 	bool quote;
@@ -270,19 +316,52 @@ int addr_format(const struct addr *a, char *buf, size_t n)
 		if (quote)
 			addr_put(buf, n, &len, '"');
 		for (i = 0; a->local[i]; i++) {
-			if (quote &&
-			    (a->local[i] == '"' || a->local[i] == '\\'))
+			char c = a->local[i];
+			if (quote && (c == '"' || c == '\\'))
 				addr_put(buf, n, &len, '\\');
-			addr_put(buf, n, &len, addr_lower(a->local[i]));
+			addr_put(buf, n, &len, lower ? addr_lower(c) : c);
 		}
 		if (quote)
 			addr_put(buf, n, &len, '"');
 		addr_put(buf, n, &len, '@');
+		/* A literal is in its one spelling already ("IPv6:"). */
 		for (i = 0; a->domain[i]; i++)
-			addr_put(buf, n, &len, addr_lower(a->domain[i]));
+			addr_put(buf, n, &len,
+				 a->literal ? a->domain[i]
+					    : addr_lower(a->domain[i]));
 	}
 	if (len >= n)
 		return -1; /* no room for the NUL */
+	buf[len] = '\0';
+	return (int)len;
+}
+
+/* see addr.h */
+int addr_format(const struct addr *a, char *buf, size_t n)
+{
+	return addr_write(a, buf, n, true);
+}
+
+/* see addr.h */
+int addr_format_sent(const struct addr *a, char *buf, size_t n)
+{
+	return addr_write(a, buf, n, false);
+}
+
+/* see addr.h */
+int addr_literal_ip(const struct addr *a, char *buf, size_t n)
+{
+	const char *ip = a->domain + 1; /* past "[" */
+	size_t len;
+
+	if (!a->literal)
+		return -1;
+	if (strncmp(ip, ADDR_IPV6_TAG, strlen(ADDR_IPV6_TAG)) == 0)
+		ip += strlen(ADDR_IPV6_TAG);
+	len = strlen(ip) - 1; /* without "]" */
+	if (len >= n)
+		return -1;
+	memcpy(buf, ip, len);
 	buf[len] = '\0';
 	return (int)len;
 }

@@ -7,7 +7,10 @@
  *
  * Source routes ("<@a,@b:user@c>") are refused: RFC 5321 4.1.2 lets servers
  * ignore them, but they are a classic relay trick, so pillarbox says no.
- * Address literals ("user@[1.2.3.4]") are refused too (no local use yet).
+ * Address literals (RFC 5321 4.1.3) are parsed, IPv4 ("user@[192.0.2.1]")
+ * and IPv6 ("user@[IPv6:2001:db8::1]") only, so that the caller can tell
+ * one of its own addresses from a relay attempt; a general literal
+ * ("[tag:...]") is refused.
  * The parser never allocates: results are copied into struct addr.
  */
 #ifndef PILLARBOX_SMTP_ADDR_H
@@ -21,8 +24,12 @@
 
 struct addr {
 	bool null;			  /* "<>" */
+	bool literal;			  /* the domain is an address literal */
 	char local[ADDR_LOCAL_MAX + 1];	  /* as sent, quotes removed */
-	char domain[ADDR_DOMAIN_MAX + 1]; /* lower-cased, no trailing dot */
+	char domain[ADDR_DOMAIN_MAX + 1]; /* lower-cased, no trailing dot; a
+					   * literal as "[192.0.2.1]" or
+					   * "[IPv6:2001:db8::1]", the address
+					   * in its shortest form */
 };
 
 /* Parses a path at s[0..n). allow_null accepts "<>" (MAIL FROM only);
@@ -46,5 +53,16 @@ int addr_parse_path(const char *s, size_t n, bool allow_null, bool utf8,
  * lookups: needless quotes or escapes, ASCII case and a trailing dot in the
  * domain do not change it. */
 int addr_format(const struct addr *a, char *buf, size_t n);
+
+/* The same, but the local part keeps its case: the address to show and to
+ * pass on. RFC 5321 2.4: only the host that owns a mailbox may treat its
+ * local part as case-insensitive, so a relayed recipient (and the sender
+ * handed on with it) keeps the case the client gave. */
+int addr_format_sent(const struct addr *a, char *buf, size_t n);
+
+/* The address of a literal domain ("[192.0.2.1]" -> "192.0.2.1",
+ * "[IPv6:::1]" -> "::1") into buf (size n); -1 when a is no literal or it
+ * does not fit. */
+int addr_literal_ip(const struct addr *a, char *buf, size_t n);
 
 #endif

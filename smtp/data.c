@@ -327,11 +327,48 @@ void data_init(struct data_reader *r, bool dots, uint64_t max_size,
 	r->out = out;
 }
 
+#define DATA_HEAD_MIN_CAP 1024 /* most header sections are a few KiB */
+
+/* Copies body octets into the header section until its empty line. */
+static void data_head_add(struct data_head *h, const char *p, size_t n)
+{
+	size_t from = h->len > 3 ? h->len - 3 : 0, k = n;
+	const char *end;
+
+	if (h->ended || h->cut)
+		return;
+	if (k > DATA_HEAD_MAX - h->len)
+		k = DATA_HEAD_MAX - h->len;
+	if (h->len + k > h->cap) {
+		size_t cap = h->cap ? h->cap : DATA_HEAD_MIN_CAP;
+		while (cap < h->len + k)
+			cap *= 2;
+		h->cap = cap < DATA_HEAD_MAX ? cap : DATA_HEAD_MAX;
+		h->p = xrealloc(h->p, h->cap);
+	}
+	memcpy(h->p + h->len, p, k);
+	h->len += k;
+	/* The section ends at the first empty line: CRLF CRLF, or a CRLF
+	 * that opens the body. */
+	if (h->len >= 2 && memcmp(h->p, "\r\n", 2) == 0) {
+		h->len = 2;
+		h->ended = true;
+	} else if ((end = memmem(h->p + from, h->len - from, "\r\n\r\n", 4)) !=
+		   NULL) {
+		h->len = (size_t)(end + 4 - h->p);
+		h->ended = true;
+	} else if (k < n || h->len == DATA_HEAD_MAX) {
+		h->cut = true;
+	}
+}
+
 /* Keeps octets [p, p+n) of the body unless it is already too large. */
 static void data_emit(struct data_reader *r, const char *p, size_t n)
 {
 	if (n == 0 || (r->errors & (DATA_ERR_SIZE | DATA_ERR_IO)))
 		return;
+	if (r->head != NULL)
+		data_head_add(r->head, p, n);
 	if (r->out->len + n > r->max_size) {
 		/* Refused at the end: keep nothing from now on (however the
 		 * input was split), and give the memory back at once. */

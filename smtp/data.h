@@ -100,6 +100,21 @@ enum data_state {
 #define DATA_ERR_IO   0x08 /* the body could not be kept (msgbuf_error) */
 #define DATA_ERR_NUL  0x10 /* a NUL octet */
 
+/* A copy of a body's header section, kept as the body passes for a check
+ * made at its end (the From: field, for the sender check): up to and
+ * including the empty line that ends it, or the whole body when there is
+ * none, and at most DATA_HEAD_MAX octets. Set r->head after data_init();
+ * the owner frees p. */
+#define DATA_HEAD_MAX                                                          \
+	(64u << 10) /* a header section longer than this is                    \
+		     * not a mail client's */
+struct data_head {
+	char *p; /* the octets (not NUL-terminated) */
+	size_t len, cap;
+	bool ended; /* the empty line was seen: p is the whole section */
+	bool cut;   /* DATA_HEAD_MAX was reached first */
+};
+
 struct data_reader {
 	enum data_state st;
 	bool dots;	   /* DATA: dot-stuffing and end marker; BDAT: none */
@@ -107,6 +122,7 @@ struct data_reader {
 	size_t line_len;   /* octets of the current line so far */
 	uint64_t max_size; /* body octets kept at most */
 	struct msgbuf *out;
+	struct data_head *head; /* NULL: none kept */
 };
 
 /* Starts reading a body into out (which keeps its current contents: BDAT

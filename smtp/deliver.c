@@ -70,7 +70,7 @@ struct dl_msg {
 	struct client_msg cm;
 	/* The commit of this attempt's outcome. */
 	struct store_job job_commit;
-	uint64_t now; /* ms since the epoch, as the queue's times */
+	uint64_t now; /* seconds since the epoch, as the queue's times */
 	int bounced;  /* deliver_bounce's result */
 	bool committing;
 };
@@ -96,11 +96,11 @@ static struct {
 	struct store *st;
 	struct timer *timer;
 	bool running, stopping;
-	/* A flush (`pillarbox queue flush [ID]`): every entry (or message
-	 * ID's) last tried before flush_time is due, until a scan has taken
-	 * them all; an entry tried since then keeps its own time. */
-	bool flushing;
-	uint64_t flush_id, flush_time;
+	/* A flush (`pillarbox queue flush [ID]`): the entries queued at
+	 * that moment (not under way), due whatever their time says until a
+	 * scan takes each; one tried since keeps its own time. */
+	struct dl_flush *flush[DL_BUCKETS];
+	size_t nflush;
 	uint64_t hold_until_ms; /* after a failed commit */
 	struct dl_job *jobs;
 	size_t njobs;
@@ -155,6 +155,53 @@ static void dl_inflight_del(struct dl_entry *x)
 		pp = &(*pp)->hnext;
 	*pp = x->hnext;
 	dl.inflight--;
+}
+
+/* --- the flush set ---------------------------------------------------------
+ */
+
+struct dl_flush {
+	struct dl_flush *next;
+	uint64_t id;
+	char rcpt[];
+};
+
+static void dl_flush_add(uint64_t id, const char *rcpt)
+{
+	size_t n = strlen(rcpt) + 1, h = dl_hash(id, rcpt);
+	struct dl_flush *f = xmalloc(sizeof *f + n);
+
+	f->id = id;
+	memcpy(f->rcpt, rcpt, n);
+	f->next = dl.flush[h];
+	dl.flush[h] = f;
+	dl.nflush++;
+}
+
+/* True (and forgotten) when (id, rcpt) was flushed and not yet taken. */
+static bool dl_flush_take(uint64_t id, const char *rcpt)
+{
+	struct dl_flush **pp = &dl.flush[dl_hash(id, rcpt)], *f;
+
+	for (; (f = *pp) != NULL; pp = &f->next)
+		if (f->id == id && strcmp(f->rcpt, rcpt) == 0) {
+			*pp = f->next;
+			free(f);
+			dl.nflush--;
+			return true;
+		}
+	return false;
+}
+
+static void dl_flush_clear(void)
+{
+	for (size_t i = 0; i < DL_BUCKETS; i++)
+		while (dl.flush[i] != NULL) {
+			struct dl_flush *f = dl.flush[i];
+			dl.flush[i] = f->next;
+			free(f);
+		}
+	dl.nflush = 0;
 }
 
 /* --- messages ------------------------------------------------------------- */
@@ -563,25 +610,18 @@ int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 				       .rcpts = rcpts,
 				       .nrcpts = n},
 			 &tlen);
+	r = store_msg_put(txn, tlen, &bid, &dst);
+	if (r == 0)
+		memcpy(dst, text, tlen);
 	if (local) {
 		/* Straight into the sender's mailbox, in this very commit,
 		 * with the Return-Path a final delivery adds. */
-		static const char rp[] = "Return-Path: <>\r\n";
-		r = store_msg_put(txn, sizeof rp - 1 + tlen, &bid, &dst);
-		if (r == 0) {
-			memcpy(dst, rp, sizeof rp - 1);
-			memcpy((char *)dst + sizeof rp - 1, text, tlen);
-		}
 		for (size_t i = 0; r == 0 && i < us.n; i++)
-			r = store_mailbox_add(txn, us.u[i], bid, NULL);
-	} else {
+			r = store_mailbox_add_trace(
+			    txn, us.u[i], bid, "Return-Path: <>\r\n", NULL);
+	} else if (r == 0) {
 		/* Queued like any relayed message, from <>. */
-		r = store_msg_put(txn, tlen, &bid, &dst);
-		if (r == 0) {
-			memcpy(dst, text, tlen);
-			r = store_queue_add(txn, bid, "", sender,
-					    deliver_now_ms());
-		}
+		r = store_queue_add(txn, bid, sender, "", (uint64_t)time(NULL));
 	}
 	free(text);
 out:
@@ -606,7 +646,7 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 	m->bounced = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
+		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_FAILED) {
 			fails[nf++] = (struct dsn_rcpt){
 			    x->recipient, x->remote[0] ? x->remote : NULL,
@@ -622,23 +662,22 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 			nf++;
 		}
 	}
-	if (nf > 0 && (m->bounced = deliver_bounce(
-			   txn, dl.cfg, m->id, m->sender,
-			   (time_t)(m->arrival / 1000), fails, nf)) < 0)
+	if (nf > 0 &&
+	    (m->bounced = deliver_bounce(txn, dl.cfg, m->id, m->sender,
+					 (time_t)m->arrival, fails, nf)) < 0)
 		return m->bounced;
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
+		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_TODO)
 			continue; /* never tried (the server stopped) */
 		if (x->state == DL_DEFERRED && !old)
 			r = store_queue_retry(
-			    txn, &x->e,
-			    m->now + config_retry_delay(d, x->e.attempts + 1) *
-					 1000ull,
+			    txn, m->id, x->recipient,
+			    m->now + config_retry_delay(d, x->e.attempts + 1),
 			    x->reply);
 		else
-			r = store_queue_del(txn, &x->e);
+			r = store_queue_del(txn, m->id, x->recipient);
 		if (r == -ENOENT) /* the CLI took it meanwhile */
 			r = 0;
 	}
@@ -670,7 +709,7 @@ static void dl_commit_done(void *arg, int rc)
 
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = &m->ents[i];
-		bool old = m->now >= x->e.arrival + d->bounce_after * 1000ull;
+		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_TODO)
 			continue;
 		/* A deferred entry has a new time: the timer must know it. */
@@ -683,7 +722,7 @@ static void dl_commit_done(void *arg, int rc)
 		    log_str(x->recipient),
 		    x->remote[0] ? log_str(x->remote) : "none",
 		    x->e.attempts + 1,
-		    (unsigned long long)((m->now - x->e.arrival) / 1000),
+		    (unsigned long long)(m->now - x->e.arrival),
 		    log_str(x->reply), rc < 0 ? " commit-error=" : "",
 		    rc < 0 ? strerror(-rc) : "");
 		if (rc < 0)
@@ -709,7 +748,7 @@ static void dl_msg_commit(struct dl_msg *m)
 {
 	assert(!m->committing);
 	m->committing = true;
-	m->now = deliver_now_ms();
+	m->now = (uint64_t)time(NULL);
 	m->job_commit = (struct store_job){
 	    .run = dl_commit_run, .done = dl_commit_done, .arg = m};
 	store_commit_submit(dl.st, &m->job_commit);
@@ -792,19 +831,12 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	struct dl_job *j;
 	struct dl_msg *m, **tail;
 	struct dl_entry *x;
-	/* When it was last tried: its time less the wait that failure set. */
-	uint64_t delay =
-	    config_retry_delay(&dl.cfg->delivery, e->attempts) * 1000ull;
-	bool flushed = dl.flushing &&
-		       (dl.flush_id == 0 || dl.flush_id == e->id) &&
-		       e->next_attempt - delay < dl.flush_time;
+	bool flushed = dl.nflush > 0 && dl_flush_take(e->id, e->recipient);
 
 	if (e->next_attempt > sc->now && !flushed) {
 		if (sc->next_due == 0 || e->next_attempt < sc->next_due)
 			sc->next_due = e->next_attempt;
-		/* In key order: nothing after this is due either, unless a
-		 * flush wants one. */
-		return dl.flushing ? 0 : 1;
+		return 0;
 	}
 	if (dl_inflight(e->id, e->recipient))
 		return 0;
@@ -819,7 +851,8 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	if (m != NULL) {
 		j = m->job;
 	} else if ((j = dl_job_for(sc, dest)) == NULL) {
-		sc->skipped = true;
+		if (flushed) /* still flushed when a slot is free */
+			dl_flush_add(e->id, e->recipient);
 		return 0; /* limits reached: it waits for a free slot */
 	}
 	for (tail = &j->msgs; *tail != NULL && (*tail)->next != NULL;
@@ -856,7 +889,7 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
  * will be. */
 static void dl_scan(void *arg)
 {
-	struct dl_scan sc = {.now = deliver_now_ms()};
+	struct dl_scan sc = {.now = (uint64_t)time(NULL)};
 	struct store_txn *txn = NULL;
 	uint64_t wait_ms = DELIVER_RESCAN_MS;
 	int r;
@@ -872,8 +905,6 @@ static void dl_scan(void *arg)
 	if (r == 0)
 		r = store_queue_list(txn, dl_scan_entry, &sc);
 	store_txn_abort(txn);
-	if (r == 0 && !sc.skipped)
-		dl.flushing = false; /* every flushed entry was taken */
 	if (r < 0) {
 		log_msg(LOG_ERROR, "deliver", "event=scan-failed error=%s",
 			strerror(-r));
@@ -882,7 +913,7 @@ static void dl_scan(void *arg)
 	for (size_t i = 0; i < sc.nfresh; i++)
 		dl_job_go(sc.fresh[i]);
 	if (sc.next_due != 0) {
-		uint64_t due_ms = sc.next_due - sc.now;
+		uint64_t due_ms = (sc.next_due - sc.now) * 1000;
 		if (due_ms < wait_ms)
 			wait_ms = due_ms;
 	}
@@ -890,14 +921,6 @@ static void dl_scan(void *arg)
 }
 
 /* --- the interface -------------------------------------------------------- */
-
-uint64_t deliver_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 int deliver_start(const struct config *cfg, struct store *st)
 {
@@ -943,13 +966,32 @@ void deliver_wake(void)
 		timer_start(dl.timer, 0);
 }
 
+struct dl_flush_walk {
+	uint64_t id;
+};
+
+static int dl_flush_each(const struct store_queue_entry *e, void *arg)
+{
+	struct dl_flush_walk *w = arg;
+
+	if ((w->id == 0 || e->id == w->id) &&
+	    !dl_inflight(e->id, e->recipient)) {
+		dl_flush_take(e->id, e->recipient); /* once in the set */
+		dl_flush_add(e->id, e->recipient);
+	}
+	return 0;
+}
+
 void deliver_flush(uint64_t id)
 {
-	/* A second flush of another message while one runs widens it to
-	 * all: simpler than a list, and a flush is a request to hurry. */
-	dl.flush_id = dl.flushing && dl.flush_id != id ? 0 : id;
-	dl.flushing = true;
-	dl.flush_time = deliver_now_ms();
+	struct dl_flush_walk w = {id};
+	struct store_txn *txn = NULL;
+
+	if (!dl.running || dl.stopping)
+		return;
+	if (store_txn_begin(dl.st, false, &txn) == 0)
+		store_queue_list(txn, dl_flush_each, &w);
+	store_txn_abort(txn);
 	dl.hold_until_ms = 0;
 	deliver_wake();
 }
@@ -978,6 +1020,7 @@ void deliver_stop(void)
 void deliver_cleanup(void)
 {
 	assert(dl.jobs == NULL && dl.live_msgs == 0);
+	dl_flush_clear();
 	explicit_bzero(dl.password, sizeof dl.password);
 	dl.running = false;
 }

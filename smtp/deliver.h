@@ -64,9 +64,6 @@ void deliver_stop(void);
 /* Frees what is left, once the loop has stopped. */
 void deliver_cleanup(void);
 
-/* The wall clock in milliseconds since the epoch: the queue's times. */
-uint64_t deliver_now_ms(void);
-
 /* Figures: messages and recipients delivered so far. */
 void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
 

@@ -1,11 +1,14 @@
 /*
- * smtp.c - SMTP sessions: the command table, the mail transaction, and the
- * hand-off of a finished message to the commit thread. see smtp.h
+ * smtp.c - SMTP sessions: the command table, the mail transaction, the
+ * relay decision for each recipient, and the hand-off of a finished
+ * message to the commit thread. see smtp.h
  *
  * A session lives as long as its connection; a transaction (struct smtp_tx)
  * from MAIL to the end of the message or RSET. Each has one free function.
+ * The structs are in session.h, shared with auth.c (SMTP AUTH) and
+ * sender.c (the sender check).
  */
-#include "smtp/smtp.h"
+#include "smtp/session.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -16,82 +19,23 @@
 #include <strings.h>
 #include <time.h>
 
-#include "core/cmd.h"
 #include "base/log.h"
-#include "smtp/addr.h"
+#include "core/cmd.h"
 #include "core/relay.h"
-#include "smtp/data.h"
+#include "smtp/addr.h"
 #include "smtp/deliver.h"
 #include "smtp/parse.h"
 
-/* Where a session is; a command lists the states it is allowed in. */
-enum smtp_state {
-	ST_FRESH = 1 << 0, /* before HELO/EHLO */
-	ST_READY = 1 << 1, /* no transaction */
-	ST_MAIL = 1 << 2,  /* MAIL given, no recipient yet */
-	ST_RCPT = 1 << 3,  /* one recipient or more */
-	ST_BDAT = 1 << 4,  /* between BDAT chunks: BDAT, RSET, NOOP, QUIT */
-	ST_ANY = 0x1f,
-	ST_NOT_BDAT = ST_ANY & ~ST_BDAT,
-};
-
-enum smtp_mode { MODE_CMD, MODE_DATA, MODE_BDAT };
-
-/* Why input is held back while a body goes to its spill file. */
-enum smtp_wait {
-	WAIT_NONE,
-	WAIT_ROOM,  /* too many chunks wait for the file (msgbuf_full) */
-	WAIT_FLUSH, /* the message is complete; its last chunks are not */
-};
-
-#define SMTP_TX_ID_MAX 24  /* session id (12 hex) + transaction (4 hex) */
-#define SMTP_REPLY_MAX 512 /* RFC 5321 4.5.3.1.5, CRLF included */
-#define SMTP_DATE_MAX  64  /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
+#define SMTP_DATE_MAX 64 /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
 
 /* LMDB keeps a value's size in 32 bits (MAXDATASIZE in mdb.c): a stored
  * message, trace headers included, is under 4 GiB whatever
  * max_message_size says, or every retry of its commit would fail. */
 #define SMTP_STORE_MAX 0xffffffffull
 _Static_assert(SIZE_MAX >= SMTP_STORE_MAX, "a stored message's size fits");
-/* Return-Path: and Received: (checked when made), and the CRLF a BDAT body
- * may need at its end. */
+/* Received: (checked when made), and the CRLF a BDAT body may need at its
+ * end. */
 #define SMTP_TRACE_MAX 2048
-
-struct smtp_tx {
-	char id[SMTP_TX_ID_MAX];       /* for the log, Received: and 250 */
-	char from[STORE_ADDR_MAX + 1]; /* reverse-path, "" for <> */
-	char first_rcpt[STORE_ADDR_MAX + 1];
-	unsigned nrcpt;	   /* RCPTs accepted */
-	unsigned rejected; /* RCPTs refused: unknown user, relay denied */
-	char **users;	   /* local mailboxes, distinct */
-	unsigned nusers, cap_users;
-	/* Recipients elsewhere that a relay decision allowed: queued for
-	 * smtp/deliver.c. (A stand-in for the relaying issue's version.) */
-	char **remote;
-	unsigned nremote;
-	bool utf8;
-	struct msgbuf body;
-	struct data_reader rd;
-	uint64_t bdat_left; /* octets of the current chunk still to read */
-	bool bdat_last;
-	const char *bdat_discard; /* the 503 for a chunk out of order */
-	char *header;		  /* Return-Path + Received, made at the end */
-	size_t header_len;
-	struct store_job job;
-};
-
-struct smtp_session {
-	struct conn *c;
-	struct smtp_server *srv;
-	enum smtp_state state;
-	enum smtp_mode mode;
-	enum smtp_wait wait;
-	bool esmtp;
-	unsigned errors; /* since the last message accepted */
-	unsigned ntx;
-	char *helo;
-	struct smtp_tx *tx;
-};
 
 /* The command table: adding a verb is adding a row. BDAT is allowed in any
  * state here because smtp_bdat checks the sequence itself: a refused
@@ -107,7 +51,8 @@ struct smtp_session {
 	X(NOOP, ST_ANY, ARG_ANY, smtp_noop)                                    \
 	X(QUIT, ST_ANY, ARG_NONE, smtp_quit)                                   \
 	X(VRFY, ST_NOT_BDAT, ARG_REQ, smtp_vrfy)                               \
-	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)
+	X(HELP, ST_NOT_BDAT, ARG_ANY, smtp_help)                               \
+	X(AUTH, ST_READY, ARG_REQ, smtp_auth)
 
 #define X(verb, states, arity, fn)                                             \
 	static void fn(struct smtp_session *s, char *arg);
@@ -130,7 +75,7 @@ static void smtp_body_written(void *arg);
 
 /* --- replies ------------------------------------------------------------ */
 
-static void smtp_reply(struct smtp_session *s, const char *line)
+void smtp_reply(struct smtp_session *s, const char *line)
 {
 	conn_puts(s->c, line);
 	conn_write(s->c, "\r\n", 2);
@@ -161,13 +106,13 @@ static void smtp_check_errors(struct smtp_session *s)
 		return;
 	conn_printf(s->c, "421 4.7.0 %s Error: too many errors\r\n",
 		    s->srv->cfg->hostname);
-	log_msg(LOG_WARN, "smtp", "sid=%s event=too-many-errors ip=%s",
+	log_msg(LOG_WARN, s->srv->name, "sid=%s event=too-many-errors ip=%s",
 		conn_sid(s->c), conn_peer(s->c));
 	conn_close(s->c);
 }
 
 /* A refusal caused by the client: counted, and too many end the session. */
-static void smtp_error(struct smtp_session *s, const char *line)
+void smtp_error(struct smtp_session *s, const char *line)
 {
 	smtp_reply(s, line);
 	s->errors++;
@@ -175,24 +120,43 @@ static void smtp_error(struct smtp_session *s, const char *line)
 }
 
 /* The client's HELO name for a log line (it chose it: encoded). */
-static const char *smtp_log_helo(const struct smtp_session *s)
+const char *smtp_log_helo(const struct smtp_session *s)
 {
 	return s->helo != NULL ? log_str(s->helo) : "-";
 }
 
 /* --- transactions ------------------------------------------------------- */
 
+void smtp_list_add(struct smtp_list *l, const char *addr)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], addr) == 0)
+			return;
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 4;
+		l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+	}
+	l->v[l->n++] = xstrdup(addr);
+}
+
+void smtp_list_cut(struct smtp_list *l, unsigned n)
+{
+	while (l->n > n)
+		free(l->v[--l->n]);
+}
+
 static void smtp_tx_free(struct smtp_tx *tx)
 {
 	if (tx == NULL)
 		return;
-	for (unsigned i = 0; i < tx->nusers; i++)
-		free(tx->users[i]);
-	free(tx->users);
-	for (unsigned i = 0; i < tx->nremote; i++)
-		free(tx->remote[i]);
-	free(tx->remote);
+	smtp_list_cut(&tx->users, 0);
+	free(tx->users.v);
+	smtp_list_cut(&tx->remote, 0);
+	free(tx->remote.v);
+	free(tx->as_user);
+	free(tx->head.p);
 	free(tx->header);
+	free(tx->trace);
 	msgbuf_free(&tx->body);
 	free(tx);
 }
@@ -219,6 +183,9 @@ static const char *smtp_sequence_reply(struct smtp_session *s, const char *verb)
 		return "503 5.5.1 Error: BDAT in progress";
 	if (strcmp(verb, "MAIL") == 0)
 		return "503 5.5.1 Error: nested MAIL command";
+	if (strcmp(verb, "AUTH") == 0) /* RFC 4954 4 */
+		return "503 5.5.1 Error: AUTH not allowed during a mail "
+		       "transaction";
 	if (s->state == ST_READY)
 		return "503 5.5.1 Error: need MAIL command";
 	return "503 5.5.1 Error: need RCPT command";
@@ -254,9 +221,9 @@ static void smtp_ehlo(struct smtp_session *s, char *arg)
 	conn_printf(s->c,
 		    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n"
 		    "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
-		    "250-SMTPUTF8\r\n250 CHUNKING\r\n",
-		    s->srv->cfg->hostname,
-		    (unsigned long long)s->srv->max_size);
+		    "250-SMTPUTF8\r\n%s250 CHUNKING\r\n",
+		    s->srv->cfg->hostname, (unsigned long long)s->srv->max_size,
+		    smtp_auth_allowed(s) ? "250-AUTH PLAIN LOGIN\r\n" : "");
 	smtp_check_errors(s);
 }
 
@@ -307,7 +274,12 @@ static void smtp_help(struct smtp_session *s, char *arg)
 {
 	(void)arg;
 	smtp_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET "
-		      "NOOP QUIT VRFY HELP");
+		      "NOOP QUIT VRFY HELP AUTH");
+}
+
+static void smtp_auth(struct smtp_session *s, char *arg)
+{
+	smtp_auth_command(s, arg); /* auth.c */
 }
 
 /* --- MAIL, RCPT ---------------------------------------------------------- */
@@ -315,8 +287,14 @@ static void smtp_help(struct smtp_session *s, char *arg)
 static void smtp_mail(struct smtp_session *s, char *arg)
 {
 	struct smtp_mail_args m;
-	const char *err = smtp_parse_mail(arg, s->esmtp, &m);
+	const char *err;
 
+	if (s->srv->submission && s->auth_user == NULL) {
+		/* RFC 6409 4.3: submission is for users who log in. */
+		smtp_error(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	err = smtp_parse_mail(arg, s->esmtp, &m);
 	if (err == NULL && m.size > s->srv->max_size)
 		/* RFC 1870: refuse at once what SIZE says is too big. */
 		err = "552 5.3.4 Message size exceeds fixed limit";
@@ -328,68 +306,45 @@ static void smtp_mail(struct smtp_session *s, char *arg)
 	msgbuf_init(&s->tx->body, smtp_body_written, s);
 	snprintf(s->tx->id, sizeof s->tx->id, "%s%04x", conn_sid(s->c),
 		 s->ntx++ & 0xffff);
-	if (addr_format(&m.from, s->tx->from, sizeof s->tx->from) < 0) {
+	if (addr_format_sent(&m.from, s->tx->from, sizeof s->tx->from) < 0) {
 		/* Re-quoted, it no longer fits a path (RFC 5321 4.5.3.1.3). */
 		smtp_tx_end(s);
 		smtp_error(s, "501 5.1.7 Bad sender address syntax");
 		return;
 	}
 	s->tx->utf8 = m.utf8;
+	if (s->auth_user != NULL) {
+		/* A logged-in user sends as themselves (sender.c). */
+		char reply[SMTP_REPLY_MAX];
+		struct store_txn *txn = NULL;
+		int r = store_txn_begin(s->srv->st, false, &txn);
+
+		if (r == 0)
+			r = smtp_sender_check(s, txn, s->auth_user, reply,
+					      sizeof reply);
+		else
+			snprintf(reply, sizeof reply,
+				 "451 4.3.0 Temporary lookup failure");
+		store_txn_abort(txn);
+		if (r < 0) {
+			smtp_tx_end(s);
+			if (r == -EPERM)
+				smtp_error(s, reply);
+			else
+				smtp_reply(s, reply);
+			return;
+		}
+	}
 	s->state = ST_MAIL;
 	smtp_reply(s, "250 2.1.0 Ok");
-}
-
-static void smtp_tx_add_user(const char *user, void *arg)
-{
-	struct smtp_tx *tx = arg;
-
-	for (unsigned i = 0; i < tx->nusers; i++)
-		if (strcmp(tx->users[i], user) == 0)
-			return; /* two RCPTs, one mailbox: one copy */
-	if (tx->nusers == tx->cap_users) {
-		tx->cap_users = tx->cap_users ? 2 * tx->cap_users : 4;
-		tx->users =
-		    xrealloc(tx->users, tx->cap_users * sizeof *tx->users);
-	}
-	tx->users[tx->nusers++] = xstrdup(user);
-}
-
-/* A recipient elsewhere: relayed when core/relay says this client may
- * (relay_networks, a POP-before-SMTP grant), and queued at the commit.
- * The address goes on as the client wrote it (the local part's case
- * kept), which is what the next hop must see. */
-static bool smtp_relay_allowed(struct smtp_session *s, const struct addr *a,
-			       const char *rcpt)
-{
-	struct relay_decision d;
-	struct smtp_tx *tx = s->tx;
-	char raw[STORE_ADDR_MAX + 1];
-
-	relay_decide(conn_peer_net(s->c), NULL, false, &d);
-	relay_log_decision(conn_sid(s->c), conn_peer_net(s->c), rcpt, &d);
-	if (d.verdict != RELAY_ALLOW)
-		return false;
-	if (snprintf(raw, sizeof raw, "%s@%s", a->local, a->domain) >=
-	    (int)sizeof raw)
-		return false;
-	if (strpbrk(a->local, " \"\\") != NULL)
-		strcpy(raw, rcpt); /* needs its quotes: the formatted form */
-	for (unsigned i = 0; i < tx->nremote; i++)
-		if (strcmp(tx->remote[i], raw) == 0)
-			return true; /* the same recipient twice: once */
-	tx->remote =
-	    xrealloc(tx->remote, (tx->nremote + 1) * sizeof *tx->remote);
-	tx->remote[tx->nremote++] = xstrdup(raw);
-	return true;
 }
 
 static void smtp_rcpt(struct smtp_session *s, char *arg)
 {
 	char rcpt[STORE_ADDR_MAX + 1], pm[ADDR_DOMAIN_MAX + 1];
-	struct store_txn *txn = NULL;
-	const char *err;
+	char line[SMTP_REPLY_MAX];
+	const char *err, *why = NULL;
 	struct addr a;
-	int r;
 
 	if (s->tx->nrcpt >= s->srv->cfg->max_recipients) {
 		/* Not an error: the client sends the rest in a later
@@ -406,62 +361,71 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		smtp_error(s, err);
 		return;
 	}
-	if (addr_format(&a, rcpt, sizeof rcpt) < 0) {
+	/* As given (the local part's case is the remote host's business),
+	 * and so queued, logged and named in replies. */
+	if (addr_format_sent(&a, rcpt, sizeof rcpt) < 0) {
 		smtp_error(s, "501 5.1.3 Bad recipient address syntax");
 		return;
 	}
-	r = store_txn_begin(s->srv->st, false, &txn);
-	if (r == 0)
-		r = store_domain_exists(txn, a.domain);
-	if (r > 0) {
-		unsigned before = s->tx->nusers;
-		r = store_rcpt_resolve(txn, rcpt, smtp_tx_add_user, s->tx);
-		while (r < 0 && s->tx->nusers > before) /* none half-added */
-			free(s->tx->users[--s->tx->nusers]);
-		/* The store refuses a name with a space, a comma or a control
-		 * ("a b"@, "a,b"@): no such user can ever exist, which is a
-		 * permanent answer, not a 4xx to retry for days. */
-		r = r == -ENOENT || r == -EINVAL ? -ENOENT : r < 0 ? r : 1;
-	}
-	store_txn_abort(txn);
-	if (r == 0 && smtp_relay_allowed(s, &a, rcpt))
-		r = 1;
-	if (r == 1) {
+	switch (smtp_rcpt_decide(s, &a, rcpt, line)) {
+	case RCPT_OK:
 		if (s->tx->nrcpt++ == 0)
 			strcpy(s->tx->first_rcpt, rcpt);
 		s->state = ST_RCPT;
 		smtp_reply(s, "250 2.1.5 Ok");
-	} else if (r == 0 || r == -ENOENT) {
-		/* Both are errors (see smtp_errors): harvesting addresses or
-		 * probing for a relay ends at the limit. */
-		char line[SMTP_REPLY_MAX];
-		snprintf(line, sizeof line,
-			 r == 0 ? "554 5.7.1 <%s>: Relay access denied"
-				: "550 5.1.1 <%s>: Recipient address rejected: "
-				  "User unknown",
-			 rcpt);
-		log_msg(LOG_INFO, "smtp",
-			"sid=%s event=reject ip=%s helo=%s from=<%s> to=<%s> "
-			"reason=%s",
-			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
-			log_str(s->tx->from), log_str(rcpt),
-			r == 0 ? "relay" : "unknown-user");
-		smtp_reply(s, line);
-		s->tx->rejected++;
-		smtp_check_errors(s);
-	} else {
+		return;
+	case RCPT_TEMP:
 		/* -EAGAIN (the map being resized) or -EIO: truly temporary,
 		 * the next attempt sees a working store. */
 		smtp_reply(s, "451 4.3.0 Temporary lookup failure");
+		return;
+	case RCPT_RELAY_DENIED:
+		snprintf(line, sizeof line,
+			 "554 5.7.1 <%s>: Relay access denied", rcpt);
+		why = "relay";
+		break;
+	case RCPT_UNKNOWN:
+		snprintf(line, sizeof line,
+			 "550 5.1.1 <%s>: Recipient address rejected: User "
+			 "unknown",
+			 rcpt);
+		why = "unknown-user";
+		break;
+	case RCPT_SENDER:
+		why = NULL; /* sender.c logged it */
+		break;
 	}
+	/* All are errors (see smtp_errors): harvesting addresses or probing
+	 * for a relay ends at the limit. */
+	if (why != NULL)
+		log_msg(LOG_INFO, s->srv->name,
+			"sid=%s event=reject ip=%s helo=%s from=<%s> to=<%s> "
+			"reason=%s",
+			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
+			log_str(s->tx->from), log_str(rcpt), why);
+	smtp_reply(s, line);
+	s->tx->rejected++;
+	smtp_check_errors(s);
 }
 
 /* --- DATA, BDAT, and the commit ----------------------------------------- */
 
+/* Starts reading a body; its header section is kept when the sender
+ * check needs its From: field at the end. */
+static void smtp_body_init(struct smtp_session *s, bool dots)
+{
+	struct smtp_tx *tx = s->tx;
+
+	data_init(&tx->rd, dots, s->srv->max_size, &tx->body);
+	if (tx->as_user != NULL &&
+	    s->srv->cfg->sender_check == CONFIG_SENDER_STRICT)
+		tx->rd.head = &tx->head;
+}
+
 static void smtp_data(struct smtp_session *s, char *arg)
 {
 	(void)arg;
-	data_init(&s->tx->rd, true, s->srv->max_size, &s->tx->body);
+	smtp_body_init(s, true);
 	s->mode = MODE_DATA;
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -485,20 +449,37 @@ static void smtp_bdat(struct smtp_session *s, char *arg)
 		}
 		s->tx->bdat_discard = smtp_sequence_reply(s, "BDAT");
 	} else if (s->state == ST_RCPT) {
-		data_init(&s->tx->rd, false, s->srv->max_size, &s->tx->body);
+		smtp_body_init(s, false);
 	}
 	s->tx->bdat_left = n;
 	s->tx->bdat_last = last;
 	s->mode = MODE_BDAT;
 }
 
-/* Makes "Return-Path:" and "Received:" (RFC 5321 4.4), the trace added at
- * delivery. The "for" clause names the recipient only when there is one,
- * so one stored copy can serve every mailbox. */
+/* Writes user as the text of a comment (RFC 5322 3.2.2: "(", ")" and
+ * "\\" escaped) into buf, which has room for twice user and a NUL. */
+static void smtp_comment_text(const char *user, char *buf)
+{
+	for (; *user; user++) {
+		if (strchr("()\\", *user))
+			*buf++ = '\\';
+		*buf++ = *user;
+	}
+	*buf = '\0';
+}
+
+/* Makes the trace added at delivery (RFC 5321 4.4): "Received:", the
+ * start of the stored body that every copy shares, and "Return-Path:",
+ * which each mailbox entry keeps for itself (a relayed copy must not
+ * carry it: the final delivery adds it). The "for" clause names the
+ * recipient only when there is one, so one stored copy serves every
+ * mailbox and queue entry. A session logged in says so: "with ESMTPA"
+ * (RFC 3848) and the user, in a comment. */
 static void smtp_tx_header(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
 	char date[SMTP_DATE_MAX], forc[sizeof "\r\n\tfor <>;" + STORE_ADDR_MAX];
+	char authc[sizeof "\r\n\t(authenticated as )" + 2 * STORE_ADDR_MAX];
 	time_t now = time(NULL);
 	struct tm tm;
 	int n;
@@ -509,57 +490,55 @@ static void smtp_tx_header(struct smtp_session *s)
 		snprintf(forc, sizeof forc, "\r\n\tfor <%s>;", tx->first_rcpt);
 	else
 		strcpy(forc, ";");
+	authc[0] = '\0';
+	if (s->auth_user != NULL) {
+		char user[2 * STORE_ADDR_MAX + 1];
+		smtp_comment_text(s->auth_user, user);
+		snprintf(authc, sizeof authc, "\r\n\t(authenticated as %s)",
+			 user);
+	}
 	n = asprintf(&tx->header,
-		     "Return-Path: <%s>\r\n"
-		     "Received: from %s ([%s%s])\r\n"
-		     "\tby %s (pillarbox) with %s id %s%s %s\r\n",
-		     tx->from, s->helo,
+		     "Received: from %s ([%s%s])%s\r\n"
+		     "\tby %s (pillarbox) with %s%s id %s%s %s\r\n",
+		     s->helo,
 		     /* RFC 5321 4.1.3: an IPv6 literal is tagged */
 		     strchr(conn_peer(s->c), ':') ? "IPv6:" : "",
-		     conn_peer(s->c), s->srv->cfg->hostname,
+		     conn_peer(s->c), authc, s->srv->cfg->hostname,
 		     tx->utf8	? "UTF8SMTP"
 		     : s->esmtp ? "ESMTP"
 				: "SMTP",
-		     tx->id, forc, date);
+		     s->auth_user != NULL ? "A" : "", tx->id, forc, date);
 	if (n < 0)
 		fatal("event=oom");
 	if ((size_t)n > SMTP_TRACE_MAX - 2)
 		fatal("event=trace-too-long len=%d", n);
 	tx->header_len = (size_t)n;
+	if (asprintf(&tx->trace, "Return-Path: <%s>\r\n", tx->from) < 0)
+		fatal("event=oom");
 }
 
-/* Commit thread: the message once, then a reference in every mailbox;
- * for recipients elsewhere, the message without Return-Path (only the
- * final delivery adds one, RFC 5321 4.4) and a queue entry for each. */
+/* Commit thread: the message once; then a reference in every mailbox,
+ * each with its Return-Path, and in a queue entry for every recipient
+ * relayed, due at once: all in one commit, so one 250 answers for all. */
 static int smtp_store_run(struct store_txn *txn, void *arg)
 {
 	struct smtp_session *s = arg; /* paused: the loop leaves it alone */
 	struct smtp_tx *tx = s->tx;
-	size_t rp = strcspn(tx->header, "\n") + 1; /* the Return-Path line */
-	uint64_t id, now = deliver_now_ms();
+	uint64_t id, now = (uint64_t)time(NULL);
 	void *dst;
-	int r = 0;
+	int r;
 
-	if (tx->nusers > 0) {
-		r = store_msg_put(txn, tx->header_len + tx->body.len, &id,
-				  &dst);
-		if (r < 0)
-			return r;
-		memcpy(dst, tx->header, tx->header_len);
-		r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
-	}
-	for (unsigned i = 0; r == 0 && i < tx->nusers; i++)
-		r = store_mailbox_add(txn, tx->users[i], id, NULL);
-	if (r == 0 && tx->nremote > 0) {
-		r = store_msg_put(txn, tx->header_len - rp + tx->body.len, &id,
-				  &dst);
-		if (r < 0)
-			return r;
-		memcpy(dst, tx->header + rp, tx->header_len - rp);
-		r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len - rp);
-	}
-	for (unsigned i = 0; r == 0 && i < tx->nremote; i++)
-		r = store_queue_add(txn, id, tx->from, tx->remote[i], now);
+	r = store_msg_put(txn, tx->header_len + tx->body.len, &id, &dst);
+	if (r < 0)
+		return r;
+	memcpy(dst, tx->header, tx->header_len);
+	r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
+	for (unsigned i = 0; r == 0 && i < tx->users.n; i++)
+		r = store_mailbox_add_trace(txn, tx->users.v[i], id, tx->trace,
+					    NULL);
+	for (unsigned i = 0; r == 0 && i < tx->remote.n; i++)
+		r = store_queue_add(txn, id, tx->remote.v[i], tx->from, now);
+	tx->stored_id = id;
 	return r;
 }
 
@@ -573,8 +552,8 @@ static void smtp_store_done(void *arg, int rc)
 	if (rc == 0) {
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
-		if (tx->nremote > 0)
-			deliver_wake(); /* on its way now */
+		if (tx->remote.n > 0)
+			deliver_wake(); /* on its way at once */
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at
@@ -584,12 +563,15 @@ static void smtp_store_done(void *arg, int rc)
 				  : "451 4.3.0 Local error in processing");
 		s->srv->refused++;
 	}
-	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "smtp",
+	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, s->srv->name,
 		"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
-		"mailboxes=%u size=%llu%s%s",
+		"mailboxes=%u queued=%u size=%llu msg=%016llx user=%s%s%s",
 		conn_sid(s->c), rc == 0 ? "stored" : "store-failed", tx->id,
-		smtp_log_helo(s), log_str(tx->from), tx->nrcpt, tx->nusers,
+		smtp_log_helo(s), log_str(tx->from), tx->nrcpt, tx->users.n,
+		tx->remote.n,
 		(unsigned long long)(tx->header_len + tx->body.len),
+		(unsigned long long)(rc == 0 ? tx->stored_id : 0),
+		s->auth_user != NULL ? log_str(s->auth_user) : "-",
 		rc == 0 ? "" : " error=", ename != NULL ? ename : "unknown");
 	smtp_tx_end(s);
 	if (rc == 0)
@@ -609,6 +591,7 @@ static void smtp_message_finish(struct smtp_session *s, bool paused)
 	int io = msgbuf_error(&tx->body);
 	const char *reply = NULL;
 	bool ours = false; /* a local failure, not the client's error */
+	char from_reply[SMTP_REPLY_MAX];
 
 	if (tx->bdat_discard)
 		reply = tx->bdat_discard;
@@ -624,8 +607,11 @@ static void smtp_message_finish(struct smtp_session *s, bool paused)
 		reply = "452 4.3.1 Insufficient system storage", ours = true;
 	else if (io < 0 || (err & DATA_ERR_IO))
 		reply = "451 4.3.0 Local error in processing", ours = true;
+	else if ((io = smtp_sender_check_header(s, from_reply,
+						sizeof from_reply)) < 0)
+		reply = from_reply, ours = io != -EPERM;
 	if (reply != NULL) {
-		log_msg(LOG_INFO, "smtp",
+		log_msg(LOG_INFO, s->srv->name,
 			"sid=%s event=reject ip=%s helo=%s from=<%s> reply=%s",
 			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
 			log_str(tx->from), log_str(reply));
@@ -751,7 +737,12 @@ static void smtp_command(struct smtp_session *s, char *line, size_t len)
 	char *arg;
 
 	if (strlen(line) != len) {
+		s->auth_step = AUTH_STEP_NONE;
 		smtp_error(s, "500 5.5.2 Error: NUL character in command");
+		return;
+	}
+	if (s->auth_step != AUTH_STEP_NONE) {
+		smtp_auth_response(s, line); /* the answer to a 334 */
 		return;
 	}
 	switch (cmd_parse(smtp_specs, sizeof smtp_specs / sizeof *smtp_specs,
@@ -785,19 +776,24 @@ static void smtp_input(struct smtp_session *s)
 				return;
 			continue;
 		}
-		switch (conn_getline(s->c, SMTP_CMD_MAX, &line, &len)) {
-		case CONN_AGAIN:
+		/* Lines are read up to an AUTH line's length; only AUTH
+		 * and the answers to its 334 may be longer than a command. */
+		enum conn_line got =
+		    conn_getline(s->c, SMTP_AUTH_LINE_MAX, &line, &len);
+
+		if (got == CONN_AGAIN)
 			return;
-		case CONN_LINE_TOOLONG:
+		if (got == CONN_LINE_TOOLONG ||
+		    (len + 2 > SMTP_CMD_MAX && s->auth_step == AUTH_STEP_NONE &&
+		     strncasecmp(line, "AUTH ", 5) != 0)) {
+			s->auth_step = AUTH_STEP_NONE;
 			smtp_error(s, "500 5.5.2 Line too long");
-			break;
-		case CONN_LINE_BARELF:
+		} else if (got == CONN_LINE_BARELF) {
 			/* RFC 5321 2.3.8: lines end in CRLF, nothing else. */
+			s->auth_step = AUTH_STEP_NONE;
 			smtp_error(s, "500 5.5.2 Line must end with CRLF");
-			break;
-		case CONN_LINE:
+		} else {
 			smtp_command(s, line, len);
-			break;
 		}
 	}
 }
@@ -847,19 +843,23 @@ static void smtp_free(void *session)
 {
 	struct smtp_session *s = session;
 
-	log_msg(LOG_INFO, "smtp", "sid=%s event=disconnect errors=%u",
+	log_msg(LOG_INFO, s->srv->name, "sid=%s event=disconnect errors=%u",
 		conn_sid(s->c), s->errors);
 	smtp_tx_free(s->tx);
+	smtp_auth_free(s);
 	free(s->helo);
 	free(s);
 }
 
 const struct conn_proto smtp_proto = {"smtp", smtp_open, smtp_event, smtp_free};
+const struct conn_proto smtp_submission_proto = {"submission", smtp_open,
+						 smtp_event, smtp_free};
 
 void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 		      struct store *st)
 {
 	memset(srv, 0, sizeof *srv);
+	srv->name = "smtp";
 	srv->cfg = cfg;
 	srv->st = st;
 	srv->max_size = cfg->max_message_size;
@@ -873,4 +873,12 @@ void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 	    srv->full_reply, sizeof srv->full_reply,
 	    "421 4.3.2 %s Error: too many connections, try again later\r\n",
 	    cfg->hostname);
+}
+
+void smtp_submission_init(struct smtp_server *srv, const struct config *cfg,
+			  struct store *st)
+{
+	smtp_server_init(srv, cfg, st);
+	srv->name = "submission";
+	srv->submission = true;
 }

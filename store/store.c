@@ -16,10 +16,21 @@
  *   messages  u64 id                   -> raw message bytes
  *   msgrefs   u64 id                   -> u32 refcount (apart, so a new
  *                                         reference never rewrites a body)
- *   mailbox   address 0x00 u32 uid     -> u64 id, u64 size
- *   queue     u64 next_attempt, u64 id, -> u32 attempts, u64 arrival,
- *             recipient                   sender 0x00 last_error 0x00
+ *   mailbox   address 0x00 u32 uid     -> u64 id, u64 size, trace bytes
+ *                                         (size counts trace and body; an
+ *                                         entry of 16 octets has no trace:
+ *                                         the bodies stored before traces
+ *                                         were kept apart begin with their
+ *                                         own Return-Path, and still read)
+ *   queue     u64 id, recipient        -> u64 next_attempt, u32 attempts,
+ *                                         sender 0x00 last_error 0x00
  * Names never contain 0x00, so "a@x\0" prefixes a@x's mailbox entries only.
+ *
+ * The queue was keyed next_attempt || id before, which made two recipients
+ * of one message collide; nothing wrote a queue entry then, so no store
+ * holds one of that shape and the schema version did not change. A queue
+ * runner walks the whole queue for entries that are due: an office's queue
+ * is short, and an index by time can be added beside it if one is not.
  */
 #include "store/store_priv.h"
 
@@ -782,6 +793,8 @@ int store_rcpt_resolve(struct store_txn *t, const char *addr,
 
 /* --- mailboxes --------------------------------------------------------- */
 
+#define MBOX_FIXED 16 /* u64 id, u64 size; then the trace */
+
 /* Builds a's mailbox key for uid in kb. */
 static MDB_val mbox_key(const struct key *a, uint32_t uid, unsigned char *kb)
 {
@@ -790,17 +803,33 @@ static MDB_val mbox_key(const struct key *a, uint32_t uid, unsigned char *kb)
 	return (MDB_val){a->k.mv_size + 5, kb};
 }
 
-int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
-		      uint32_t *uid)
+static int mail_decode(const MDB_val *k, const MDB_val *v, struct store_mail *m)
 {
-	unsigned char kb[STORE_ADDR_MAX + 5], vb[16];
+	if (v->mv_size < MBOX_FIXED ||
+	    v->mv_size > MBOX_FIXED + STORE_TRACE_MAX || k->mv_size < 5)
+		return store_err(NULL, MDB_CORRUPTED);
+	m->uid = get_u32((const char *)k->mv_data + k->mv_size - 4);
+	m->id = get_u64(v->mv_data);
+	m->size = get_u64((const char *)v->mv_data + 8);
+	m->trace = (const char *)v->mv_data + MBOX_FIXED;
+	m->trace_len = v->mv_size - MBOX_FIXED;
+	return 0;
+}
+
+int store_mailbox_add_trace(struct store_txn *t, const char *user, uint64_t id,
+			    const char *trace, uint32_t *uid)
+{
+	unsigned char kb[STORE_ADDR_MAX + 5], vb[MBOX_FIXED + STORE_TRACE_MAX];
+	size_t tlen = trace != NULL ? strlen(trace) : 0;
 	struct store_user u;
 	struct key a;
 	const void *data = NULL;
-	MDB_val k, v = {16, vb};
+	MDB_val k, v = {MBOX_FIXED + tlen, vb};
 	size_t len = 0;
 	int rc;
 
+	if (tlen > STORE_TRACE_MAX)
+		return -EINVAL;
 	if ((rc = user_find(t, &a, user, &u)) < 0 ||
 	    (rc = store_msg_get(t, id, &data, &len)) < 0)
 		return rc;
@@ -808,7 +837,9 @@ int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
 		return -ENOSPC;
 	k = mbox_key(&a, u.next_uid, kb);
 	put_u64(vb, id);
-	put_u64(vb + 8, len);
+	put_u64(vb + 8, tlen + len);
+	if (tlen > 0)
+		memcpy(vb + MBOX_FIXED, trace, tlen);
 	if ((rc = put(t, DB_MAILBOX, &k, &v, MDB_NOOVERWRITE)) < 0 ||
 	    (rc = ref_change(t, id, +1)) < 0)
 		return rc;
@@ -818,8 +849,14 @@ int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
 	return user_put(t, &a, &u, 0);
 }
 
-int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
-		      uint64_t id)
+int store_mailbox_add(struct store_txn *t, const char *user, uint64_t id,
+		      uint32_t *uid)
+{
+	return store_mailbox_add_trace(t, user, id, NULL, uid);
+}
+
+int store_mailbox_get(struct store_txn *t, const char *user, uint32_t uid,
+		      struct store_mail *m)
 {
 	unsigned char kb[STORE_ADDR_MAX + 5];
 	struct key a;
@@ -831,25 +868,36 @@ int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
 	k = mbox_key(&a, uid, kb);
 	if ((rc = get(t, DB_MAILBOX, &k, &v)) < 0)
 		return rc;
-	if (v.mv_size != 16)
-		return store_err(t, MDB_CORRUPTED);
-	if (id != 0 && get_u64(v.mv_data) != id)
+	return mail_decode(&k, &v, m);
+}
+
+int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
+		      uint64_t id)
+{
+	unsigned char kb[STORE_ADDR_MAX + 5];
+	struct store_mail m;
+	struct key a;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = KEY(&a, user, true)) < 0)
+		return rc;
+	k = mbox_key(&a, uid, kb);
+	if ((rc = get(t, DB_MAILBOX, &k, &v)) < 0 ||
+	    (rc = mail_decode(&k, &v, &m)) < 0)
+		return rc;
+	if (id != 0 && m.id != id)
 		return -ENOENT; /* the entry is another message now */
-	id = get_u64(v.mv_data);
-	return (rc = del(t, DB_MAILBOX, &k)) < 0 ? rc : ref_change(t, id, -1);
+	return (rc = del(t, DB_MAILBOX, &k)) < 0 ? rc : ref_change(t, m.id, -1);
 }
 
 static int mail_each(MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct walk_ctx *w = ctx;
 	struct store_mail m;
+	int rc = mail_decode(k, v, &m);
 
-	if (v->mv_size != 16 || k->mv_size < 5)
-		return store_err(NULL, MDB_CORRUPTED);
-	m.uid = get_u32((const char *)k->mv_data + k->mv_size - 4);
-	m.id = get_u64(v->mv_data);
-	m.size = get_u64((const char *)v->mv_data + 8);
-	return w->fn.mail(&m, w->arg);
+	return rc < 0 ? rc : w->fn.mail(&m, w->arg);
 }
 
 int store_mailbox_list(struct store_txn *t, const char *user,
@@ -868,114 +916,141 @@ int store_mailbox_list(struct store_txn *t, const char *user,
 
 /* --- queue ------------------------------------------------------------- */
 
-#define QUEUE_KEY_MAX (16 + STORE_ADDR_MAX)
-#define QUEUE_VAL_MAX (12 + STORE_ADDR_MAX + 1 + STORE_QUEUE_ERROR_MAX + 1)
+#define QUEUE_FIXED 12 /* u64 next_attempt, u32 attempts; then the strings */
 
-/* The key of an entry into kb. -EINVAL for a recipient that cannot be
- * one (an address holds no NUL, so the key needs no terminator). */
-static int queue_key(uint64_t next, uint64_t id, const char *rcpt,
-		     unsigned char *kb, MDB_val *k)
+/* A recipient or sender as the queue keeps it: at most STORE_ADDR_MAX
+ * octets (empty only for a sender: <>), no control character, which
+ * would break the encoding or a log line. Case is kept: a remote
+ * mailbox's local part is the remote host's to interpret. */
+static bool queue_name_ok(const char *s, bool empty_ok)
 {
-	size_t n = rcpt != NULL ? strlen(rcpt) : 0;
+	size_t n = s != NULL ? strlen(s) : 0;
 
-	if (n == 0 || n > STORE_ADDR_MAX)
-		return -EINVAL;
-	put_u64(kb, next);
-	put_u64(kb + 8, id);
-	memcpy(kb + 16, rcpt, n);
-	*k = (MDB_val){16 + n, kb};
-	return 0;
+	if (s == NULL || (n == 0 && !empty_ok) || n > STORE_ADDR_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
+			return false;
+	return true;
 }
 
-/* Writes an entry's value: attempts, arrival, sender, last error. */
-static int queue_put(struct store_txn *t, MDB_val *k, uint32_t attempts,
-		     uint64_t arrival, const char *sender, const char *error)
+/* Builds the key of (id, recipient) in kb (8 + STORE_ADDR_MAX octets). */
+static MDB_val queue_key(uint64_t id, const char *rcpt, unsigned char *kb)
 {
-	unsigned char vb[QUEUE_VAL_MAX];
-	size_t sn = strlen(sender), en = strlen(error);
-	MDB_val v;
+	size_t n = strlen(rcpt);
 
-	if (sn > STORE_ADDR_MAX)
-		return -EINVAL;
-	if (en > STORE_QUEUE_ERROR_MAX)
-		en = STORE_QUEUE_ERROR_MAX;
-	put_u32(vb, attempts);
-	put_u64(vb + 4, arrival);
-	memcpy(vb + 12, sender, sn);
-	vb[12 + sn] = '\0';
-	memcpy(vb + 13 + sn, error, en);
-	vb[13 + sn + en] = '\0';
-	v = (MDB_val){14 + sn + en, vb};
-	return put(t, DB_QUEUE, k, &v, MDB_NOOVERWRITE);
+	put_u64(kb, id);
+	memcpy(kb + 8, rcpt, n);
+	return (MDB_val){8 + n, kb};
 }
 
-int store_queue_add(struct store_txn *t, uint64_t id, const char *sender,
-		    const char *recipient, uint64_t now)
+int store_queue_add(struct store_txn *t, uint64_t id, const char *recipient,
+		    const char *sender, uint64_t next_attempt)
 {
-	unsigned char kb[QUEUE_KEY_MAX];
+	unsigned char kb[8 + STORE_ADDR_MAX],
+	    vb[QUEUE_FIXED + STORE_ADDR_MAX + 2];
 	const void *data;
-	size_t len;
-	MDB_val k;
+	size_t len, slen;
+	MDB_val k, v;
 	int rc;
 
-	if ((rc = queue_key(now, id, recipient, kb, &k)) < 0 ||
-	    (rc = store_msg_get(t, id, &data, &len)) < 0 ||
-	    (rc = queue_put(t, &k, 0, now, sender, "")) < 0)
+	if (!queue_name_ok(recipient, false) || !queue_name_ok(sender, true))
+		return -EINVAL;
+	if ((rc = store_msg_get(t, id, &data, &len)) < 0)
+		return rc;
+	k = queue_key(id, recipient, kb);
+	slen = strlen(sender);
+	put_u64(vb, next_attempt);
+	put_u32(vb + 8, 0);
+	memcpy(vb + QUEUE_FIXED, sender, slen + 1); /* and its NUL */
+	vb[QUEUE_FIXED + slen + 1] = '\0';	    /* no last error yet */
+	v = (MDB_val){QUEUE_FIXED + slen + 2, vb};
+	if ((rc = put(t, DB_QUEUE, &k, &v, MDB_NOOVERWRITE)) < 0)
 		return rc;
 	return ref_change(t, id, +1);
 }
 
-int store_queue_del(struct store_txn *t, const struct store_queue_entry *e)
+int store_queue_del(struct store_txn *t, uint64_t id, const char *recipient)
 {
-	unsigned char kb[QUEUE_KEY_MAX];
+	unsigned char kb[8 + STORE_ADDR_MAX];
 	MDB_val k;
 	int rc;
 
-	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) <
-		0 ||
-	    (rc = del(t, DB_QUEUE, &k)) < 0)
+	if (!queue_name_ok(recipient, false))
+		return -EINVAL;
+	k = queue_key(id, recipient, kb);
+	if ((rc = del(t, DB_QUEUE, &k)) < 0)
 		return rc;
-	return ref_change(t, e->id, -1);
+	return ref_change(t, id, -1);
 }
 
-int store_queue_retry(struct store_txn *t, const struct store_queue_entry *e,
+/* The value after the two strings may hold u64 arrival (written by the
+ * first retry: until then next_attempt, set when the entry was queued, is
+ * its arrival). */
+int store_queue_retry(struct store_txn *t, uint64_t id, const char *recipient,
 		      uint64_t next_attempt, const char *last_error)
 {
-	unsigned char kb[QUEUE_KEY_MAX];
-	MDB_val k;
+	unsigned char kb[8 + STORE_ADDR_MAX],
+	    vb[QUEUE_FIXED + STORE_ADDR_MAX + 1 + STORE_QUEUE_ERROR_MAX + 1 +
+	       8];
+	const char *p, *nul, *end;
+	size_t slen, elen = strnlen(last_error, STORE_QUEUE_ERROR_MAX);
+	uint64_t arrival;
+	MDB_val k, v;
 	int rc;
 
-	if ((rc = queue_key(e->next_attempt, e->id, e->recipient, kb, &k)) <
-		0 ||
-	    (rc = del(t, DB_QUEUE, &k)) < 0 ||
-	    (rc = queue_key(next_attempt, e->id, e->recipient, kb, &k)) < 0)
+	if (!queue_name_ok(recipient, false))
+		return -EINVAL;
+	k = queue_key(id, recipient, kb);
+	if ((rc = get(t, DB_QUEUE, &k, &v)) < 0)
 		return rc;
-	return queue_put(t, &k, e->attempts + 1, e->arrival, e->sender,
-			 last_error);
+	p = (const char *)v.mv_data + QUEUE_FIXED;
+	end = (const char *)v.mv_data + v.mv_size;
+	if (v.mv_size < QUEUE_FIXED + 2 ||
+	    (nul = memchr(p, '\0', (size_t)(end - p))) == NULL ||
+	    (slen = (size_t)(nul - p)) > STORE_ADDR_MAX)
+		return store_err(t, MDB_CORRUPTED);
+	nul = memchr(nul + 1, '\0', (size_t)(end - nul - 1));
+	if (nul == NULL)
+		return store_err(t, MDB_CORRUPTED);
+	arrival = end - nul - 1 >= 8 ? get_u64(nul + 1) : get_u64(v.mv_data);
+	put_u64(vb, next_attempt);
+	put_u32(vb + 8, get_u32((const char *)v.mv_data + 8) + 1);
+	memcpy(vb + QUEUE_FIXED, p, slen + 1);
+	memcpy(vb + QUEUE_FIXED + slen + 1, last_error, elen);
+	vb[QUEUE_FIXED + slen + 1 + elen] = '\0';
+	put_u64(vb + QUEUE_FIXED + slen + 2 + elen, arrival);
+	v = (MDB_val){QUEUE_FIXED + slen + 2 + elen + 8, vb};
+	return put(t, DB_QUEUE, &k, &v, 0);
 }
 
 static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct walk_ctx *w = ctx;
-	char rcpt[STORE_ADDR_MAX + 1];
-	const char *p = (const char *)v->mv_data + 12, *nul;
+	const char *p = (const char *)v->mv_data + QUEUE_FIXED, *str[2];
 	const char *end = (const char *)v->mv_data + v->mv_size;
+	char rcpt[STORE_ADDR_MAX + 1];
+	MDB_val rk = {k->mv_size - 8, (char *)k->mv_data + 8};
 	struct store_queue_entry e;
 
-	if (k->mv_size <= 16 || k->mv_size > QUEUE_KEY_MAX || v->mv_size < 14 ||
-	    end[-1] != '\0' ||
-	    (nul = memchr(p, '\0', (size_t)(end - p))) == end - 1)
+	if (k->mv_size <= 8 || v->mv_size < QUEUE_FIXED ||
+	    name_copy(&rk, rcpt, STORE_ADDR_MAX) < 0)
 		return store_err(NULL, MDB_CORRUPTED);
-	memcpy(rcpt, (const char *)k->mv_data + 16, k->mv_size - 16);
-	rcpt[k->mv_size - 16] = '\0';
+	for (int i = 0; i < 2; i++) { /* two NUL-terminated strings */
+		const char *nul = memchr(p, '\0', (size_t)(end - p));
+		if (nul == NULL)
+			return store_err(NULL, MDB_CORRUPTED);
+		str[i] = p;
+		p = nul + 1;
+	}
 	e = (struct store_queue_entry){
-	    .next_attempt = get_u64(k->mv_data),
-	    .id = get_u64((const char *)k->mv_data + 8),
-	    .sender = p,
+	    .id = get_u64(k->mv_data),
 	    .recipient = rcpt,
-	    .last_error = nul + 1,
-	    .attempts = get_u32(v->mv_data),
-	    .arrival = get_u64((const char *)v->mv_data + 4),
+	    .sender = str[0],
+	    .next_attempt = get_u64(v->mv_data),
+	    .attempts = get_u32((const char *)v->mv_data + 8),
+	    .last_error = str[1],
+	    .arrival = end - p >= 8 ? get_u64(p) : get_u64(v->mv_data),
 	};
 	return w->fn.queue(&e, w->arg);
 }

@@ -28,6 +28,9 @@
 #define STORE_ADDR_MAX	     320 /* RFC 5321 4.5.3.1: 64 local + @ + 255 domain */
 #define STORE_HASH_MAX	     160  /* a crypt(3) hash string, yescrypt is ~73 */
 #define STORE_ALIAS_MAX	     4096 /* comma-joined targets of one alias */
+/* A mailbox entry's own trace header: "Return-Path: <" + an address +
+ * ">\r\n" (RFC 5321 4.4) is 340 octets at most. */
+#define STORE_TRACE_MAX 512
 /* The first map size; doubled when full. The map is address space, not
  * disk, and growing it makes every read wait for the resize: 64-bit
  * systems start big enough that it is rare; 32-bit ones (routers) have
@@ -157,7 +160,8 @@ int store_rcpt_resolve(struct store_txn *txn, const char *addr,
  * its id and a pointer to fill: fill all len bytes before any other write
  * in this transaction (LMDB's MDB_RESERVE space is only yours until then).
  * A message left with no reference when the transaction commits is a bug:
- * give it at least one mailbox entry. */
+ * give it at least one mailbox or queue entry (each holds one reference;
+ * dropping the last one deletes the body). */
 int store_msg_put(struct store_txn *txn, size_t len, uint64_t *id, void **dst);
 /* Points *data at the stored bytes (valid until txn ends, or its next
  * write). -ENOENT. Ids are never reused (a counter in meta), so an id kept
@@ -167,16 +171,30 @@ int store_msg_get(struct store_txn *txn, uint64_t id, const void **data,
 /* Number of stored message bodies (for tests and figures). */
 int store_msg_count(struct store_txn *txn, uint64_t *count);
 
-/* --- mailboxes: user || uid -> message id, size ------------------------ */
+/* --- mailboxes: user || uid -> message id, size, trace ------------------ */
 
+/* One copy of a message in a mailbox. Trace headers that differ per copy
+ * (Return-Path: is added at final delivery, RFC 5321 4.4, and a relayed
+ * copy must not carry it) are kept with the entry, not in the shared body:
+ * a reader sends trace, then the message. */
 struct store_mail {
-	uint32_t uid;  /* per-user, increasing, never reused */
-	uint64_t id;   /* message id */
-	uint64_t size; /* octets */
+	uint32_t uid;	   /* per-user, increasing, never reused */
+	uint64_t id;	   /* message id */
+	uint64_t size;	   /* octets of trace and message together */
+	const char *trace; /* this copy's trace header, trace_len octets (not
+			    * NUL-terminated; "" for an entry made without
+			    * one): valid until the transaction ends, or its
+			    * next write */
+	size_t trace_len;
 };
 
 /* Appends message id to user's mailbox with the user's next uid (returned
- * in *uid when not NULL) and adds one reference to the message. */
+ * in *uid when not NULL) and adds one reference to the message. trace
+ * (NULL or "": none) is this copy's own trace header, whole CRLF-ended
+ * lines of at most STORE_TRACE_MAX octets (-EINVAL if longer). */
+int store_mailbox_add_trace(struct store_txn *txn, const char *user,
+			    uint64_t id, const char *trace, uint32_t *uid);
+/* The same without a trace header of its own. */
 int store_mailbox_add(struct store_txn *txn, const char *user, uint64_t id,
 		      uint32_t *uid);
 /* Removes entry uid, if it still holds message id (0: whatever it holds);
@@ -184,51 +202,50 @@ int store_mailbox_add(struct store_txn *txn, const char *user, uint64_t id,
  * one. -ENOENT if absent. */
 int store_mailbox_del(struct store_txn *txn, const char *user, uint32_t uid,
 		      uint64_t id);
+/* Copies entry uid of user's mailbox into *m (m->trace points into the
+ * map: see struct store_mail). -ENOENT if absent. */
+int store_mailbox_get(struct store_txn *txn, const char *user, uint32_t uid,
+		      struct store_mail *m);
 /* Calls fn per entry in uid order (see store_domain_list). */
 int store_mailbox_list(struct store_txn *txn, const char *user,
 		       int (*fn)(const struct store_mail *m, void *arg),
 		       void *arg);
 
-/* --- outbound queue: next-attempt || id || recipient -> entry ---------- */
+/* --- outbound queue: id || recipient -> next attempt, attempts, ... ----- */
 
-/* One recipient of a message waiting to be sent on (smtp/deliver.c). The
- * key orders entries by when they are due. Each entry holds one reference
- * to the message body, so a body goes with its last entry (and its last
- * mailbox entry, when it went to local users too). Times are wall-clock
- * milliseconds since the epoch: they must mean the same after a restart. */
+/* One recipient of one message, waiting to be sent on (relayed). An entry
+ * holds one reference to the message, like a mailbox entry, so a message
+ * with local and remote recipients is stored once. */
 struct store_queue_entry {
-	uint64_t next_attempt;	/* due at (seconds since the epoch) */
 	uint64_t id;		/* message id */
-	const char *sender;	/* "" for the null sender <> */
-	const char *recipient;	/* as given at RCPT */
+	const char *recipient;	/* as the client gave it (local part's case
+				 * kept: RFC 5321 2.4) */
+	const char *sender;	/* reverse-path, "" for <> */
+	uint64_t next_attempt;	/* wall clock, seconds since the epoch (UTC) */
+	uint32_t attempts;	/* made so far */
 	const char *last_error; /* "" before the first failure */
-	uint32_t attempts;	/* failed attempts so far */
-	uint64_t arrival;	/* when it was queued: bounce_after counts
-				 * from here */
+	uint64_t arrival;	/* when it was queued (seconds): bounce_after
+				 * counts from here */
 };
 
-/* Queues message id for recipient from sender, due at `now` (which is
- * also its arrival), and adds a reference to the message. -EEXIST when
- * that recipient of that message is already queued with that time (a
- * duplicate RCPT: nothing is added); -EINVAL for an empty or oversized
- * address, or one holding a NUL. */
-int store_queue_add(struct store_txn *txn, uint64_t id, const char *sender,
-		    const char *recipient, uint64_t now);
-
-/* Removes entry e (found by next_attempt, id and recipient) and drops its
- * reference, deleting the body when it was the last. -ENOENT when it is
- * no longer there (the CLI deleted it meanwhile). */
-int store_queue_del(struct store_txn *txn, const struct store_queue_entry *e);
-
-/* After a failed attempt: moves e to next_attempt with one attempt more
- * and last_error (cut to STORE_QUEUE_ERROR_MAX); the body's reference
- * stays. -ENOENT when e is no longer there. */
-#define STORE_QUEUE_ERROR_MAX 512 /* a reply line, RFC 5321 4.5.3.1.5 */
-int store_queue_retry(struct store_txn *txn, const struct store_queue_entry *e,
-		      uint64_t next_attempt, const char *last_error);
-
-/* Calls fn per queued entry, soonest due first (strings valid during the
- * call); stops early when fn returns non-zero and returns that value. */
+/* Queues message id for recipient (1 to STORE_ADDR_MAX octets, no control
+ * character), first attempt at next_attempt, and adds a reference to the
+ * message. -EEXIST if recipient is queued for id already; -ENOENT if
+ * there is no such message; -EINVAL for a bad recipient or sender. */
+int store_queue_add(struct store_txn *txn, uint64_t id, const char *recipient,
+		    const char *sender, uint64_t next_attempt);
+/* Removes an entry (delivered, or given up) and drops its reference; the
+ * body goes with the last one. -ENOENT if absent. */
+int store_queue_del(struct store_txn *txn, uint64_t id, const char *recipient);
+/* After a failed attempt: the entry is next due at next_attempt, with one
+ * attempt more and last_error (cut to STORE_QUEUE_ERROR_MAX octets); its
+ * reference stays. -ENOENT if absent (the CLI removed it meanwhile). */
+#define STORE_QUEUE_ERROR_MAX 512 /* a reply line: RFC 5321 4.5.3.1.5 */
+int store_queue_retry(struct store_txn *txn, uint64_t id,
+		      const char *recipient, uint64_t next_attempt,
+		      const char *last_error);
+/* Calls fn per entry in key order: by message, then recipient (strings
+ * valid during the call; see store_domain_list for the return value). */
 int store_queue_list(struct store_txn *txn,
 		     int (*fn)(const struct store_queue_entry *e, void *arg),
 		     void *arg);

@@ -90,7 +90,8 @@ def throughput(binary, wd, conc, count):
             q = subprocess.run([binary, "-c", conf, "queue", "list"],
                                capture_output=True, text=True).stdout
             lines = q.splitlines()
-            if len(lines) == count and all(" 1 " in l for l in lines):
+            if len(lines) == count and all(" attempts=1 " in l
+                                           for l in lines):
                 break
             time.sleep(0.1)
         sink = subprocess.Popen(["smtp-sink", "-u", "nobody",

@@ -31,7 +31,9 @@ class Server:
         sections = {
             "server": {"hostname": "mx.test", "data_dir": self.data,
                        "domains": domains},
-            "smtp": {"listen": "127.0.0.1:0"},
+            # submission on a port of its own too: parallel servers
+            # never collide on the default 2587
+            "smtp": {"listen": "127.0.0.1:0", "submission": "127.0.0.1:0"},
             "pop3": {"listen": "127.0.0.1:0", "login_delay": "0"},
         }
         for sec, keys in (extra or {}).items():

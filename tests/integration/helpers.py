@@ -251,6 +251,7 @@ def pop3_stat(server, user="alice@localhost", password="secret"):
 
 RECEIVED_RE = re.compile(
     r"^Received: from (?P<helo>\S+) \(\[(?P<ip>[^\]]+)\]\) "
+    r"(?:\(authenticated as (?P<auth>[^)]+)\) )?"
     r"by (?P<by>\S+) \(pillarbox\) with (?P<proto>\S+) id (?P<id>[^\s;]+)"
     r"(?: for <(?P<for>[^>]*)>)?\s*;?\s*(?P<date>.+)$")
 

@@ -16,8 +16,10 @@ from helpers import (HELO_NAME, SENDER, TIMEOUT, SMTPConn, expect,  # noqa: F401
                      make_body, pop3_messages, pop3_stat, split_trace,
                      stored_body)
 
+# AUTH is offered here because the tests' client is on the server's own
+# address (127.0.0.1 to 127.0.0.1): see test_relay.py for the rest
 EHLO_EXTS = ["PIPELINING", None, "8BITMIME", "ENHANCEDSTATUSCODES",
-             "SMTPUTF8", "CHUNKING"]
+             "SMTPUTF8", "AUTH PLAIN LOGIN", "CHUNKING"]
 # PROTOCOL.md says "<hex id>"; test_stored_id_is_hex checks the exact form,
 # the other tests accept any id
 STORED_RE = re.compile(r"^250 2\.0\.0 Ok: stored as (\S+)$")
@@ -79,7 +81,7 @@ def test_greeting_and_ehlo_lists_every_extension(make_server):
         code, _ = cl.ehlo()
         assert code == 250
         for e in ("pipelining", "size", "8bitmime", "enhancedstatuscodes",
-                  "smtputf8", "chunking"):
+                  "smtputf8", "auth", "chunking"):
             assert cl.has_extn(e), e
         assert cl.esmtp_features["size"] == "1048576"
 
@@ -617,7 +619,9 @@ MALFORMED = [
     "<alice@bob@localhost>",
     "<@example.org:alice@localhost>",  # source route
     "<@a.example,@b.example:alice@localhost>",
-    "<alice@[127.0.0.1]>",             # address literal
+    "<alice@[127.0.0.1>",              # unclosed address literal
+    "<alice@[1.2.3]>",                 # no IPv4 address
+    "<alice@[x-tag:1.2.3.4]>",         # general address literal
     "<.alice@localhost>",
     "<alice..x@localhost>",
     "<alice@-localhost>",

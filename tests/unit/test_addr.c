@@ -49,6 +49,15 @@ static const struct valid_case valid[] = {
      "user!remote@local"},
     {S("<\"user@remote\"@local>"), false, false, 0, "user@remote", "local",
      "\"user@remote\"@local"},
+    /* Address literals, in their one spelling (RFC 5321 4.1.3): the
+     * caller tells its own address from a relay attempt. */
+    {S("<user@[1.2.3.4]>"), false, false, 0, "user", "[1.2.3.4]",
+     "user@[1.2.3.4]"},
+    {S("<U@[IPv6:::1]>"), false, false, 0, "U", "[IPv6:::1]", "u@[IPv6:::1]"},
+    {S("<u@[ipv6:2001:DB8:0:0::1]>"), false, false, 0, "u",
+     "[IPv6:2001:db8::1]", "u@[IPv6:2001:db8::1]"},
+    {S("<u@[IPv6:::ffff:127.0.0.1]>"), false, false, 0, "u",
+     "[IPv6:::ffff:127.0.0.1]", "u@[IPv6:::ffff:127.0.0.1]"},
     /* Quoted strings: stored unquoted, re-quoted only when needed. */
     {S("<\"abc\"@x>"), false, false, 0, "abc", "x", "abc@x"},
     {S("<\"\\a\\b\"@x>"), false, false, 0, "ab", "x", "ab@x"},
@@ -120,8 +129,24 @@ static const struct invalid_case invalid[] = {
     {S("<@local:user@remote>"), true, true},
     {S("<@a,@b:u@c>"), true, true},
     {S("<user@remote@local>"), true, true},
-    {S("<user@[1.2.3.4]>"), true, true},
-    {S("<user@[IPv6:::1]>"), true, true},
+    /* Address literals: IPv4 and IPv6 only, whole, and nothing after. */
+    {S("<user@[1.2.3]>"), true, true},
+    {S("<user@[1.2.3.256]>"), true, true},
+    {S("<user@[01.2.3.4]>"), true, true},
+    {S("<user@[1.2.3.4.5]>"), true, true},
+    {S("<user@[::1]>"), true, true},
+    {S("<user@[IPv6:1.2.3.4]>"), true, true},
+    {S("<user@[IPv6:zz::1]>"), true, true},
+    {S("<user@[IPv6:]>"), true, true},
+    {S("<user@[x-tag:abc]>"), true, true},
+    {S("<user@[]>"), true, true},
+    {S("<user@[1.2.3.4>"), true, true},
+    {S("<user@[1.2.3.4]"), true, true},
+    {S("<user@[1.2.3.4].x>"), true, true},
+    {S("<user@[1.2.3.4 ]>"), true, true},
+    {S("<user@x.[1.2.3.4]>"), true, true},
+    {S("<user@[IPv6:1:2:3:4:5:6:7:8:9:0:1:2:3:4:5:6:7:8:9:0:1:2:3:4]>"), true,
+     true},
     {S("<user@local:25>"), true, true},
     /* Dot-string. */
     {S("<.a@b>"), true, true},
@@ -210,6 +235,7 @@ static void test_valid(void **state)
 		assert_int_equal(a.null, c->s[1] == '>');
 		assert_string_equal(a.local, c->local);
 		assert_string_equal(a.domain, c->domain);
+		assert_int_equal(a.literal, c->domain[0] == '[');
 		assert_int_equal(addr_format(&a, buf, sizeof buf),
 				 strlen(c->formatted));
 		assert_string_equal(buf, c->formatted);
@@ -234,6 +260,39 @@ static void test_invalid(void **state)
 		assert_int_equal(used, 12345); /* untouched on error */
 		assert_cleared(&a);
 	}
+}
+
+/* addr_format_sent keeps the local part's case (RFC 5321 2.4), and
+ * addr_literal_ip gives a literal's address. */
+static void test_format_sent(void **state)
+{
+	struct addr a;
+	size_t used;
+	char buf[400];
+
+	(void)state;
+	assert_int_equal(addr_parse_path(S("<Bob.Smith@Remote.TEST.>"), false,
+					 false, &a, &used),
+			 0);
+	assert_int_equal(addr_format_sent(&a, buf, sizeof buf), 21);
+	assert_string_equal(buf, "Bob.Smith@remote.test");
+	assert_int_equal(addr_format(&a, buf, sizeof buf), 21);
+	assert_string_equal(buf, "bob.smith@remote.test");
+	assert_int_equal(addr_format_sent(&a, buf, 22), 21);
+	assert_int_equal(addr_format_sent(&a, buf, 21), -1);
+	assert_int_equal(addr_literal_ip(&a, buf, sizeof buf), -1);
+	assert_int_equal(
+	    addr_parse_path(S("<\"A B\"@[IPv6:::1]>"), false, false, &a, &used),
+	    0);
+	assert_int_equal(addr_format_sent(&a, buf, sizeof buf), 16);
+	assert_string_equal(buf, "\"A B\"@[IPv6:::1]");
+	assert_int_equal(addr_literal_ip(&a, buf, sizeof buf), 3);
+	assert_string_equal(buf, "::1");
+	assert_int_equal(addr_literal_ip(&a, buf, 3), -1);
+	assert_int_equal(
+	    addr_parse_path(S("<a@[10.0.0.1]>"), false, false, &a, &used), 0);
+	assert_int_equal(addr_literal_ip(&a, buf, sizeof buf), 8);
+	assert_string_equal(buf, "10.0.0.1");
 }
 
 /* UTF-8 paths are refused when SMTPUTF8 was not given. */
@@ -505,6 +564,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_valid),
 	    cmocka_unit_test(test_invalid),
+	    cmocka_unit_test(test_format_sent),
 	    cmocka_unit_test(test_utf8_off),
 	    cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_round_trip),

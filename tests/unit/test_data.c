@@ -159,12 +159,35 @@ struct outcome {
 	size_t consumed;
 	uint64_t len;
 	char *body; /* malloc'd copy of the msgbuf */
+	struct data_head head;
 };
 
 static void outcome_free(struct outcome *o)
 {
 	free(o->body);
 	o->body = NULL;
+	free(o->head.p);
+	o->head.p = NULL;
+}
+
+/* The header section kept beside a body must be the body's first octets
+ * up to its first empty line, however the input was split. */
+static void check_head(const struct outcome *o, const char *body, size_t n)
+{
+	const char *end = memmem(body, n, "\r\n\r\n", 4);
+	bool crlf = n >= 2 && memcmp(body, "\r\n", 2) == 0;
+	size_t want = n;
+
+	if (crlf)
+		want = 2;
+	else if (end != NULL)
+		want = (size_t)(end + 4 - body);
+	assert_true(want <= DATA_HEAD_MAX);
+	assert_int_equal(o->head.len, want);
+	assert_int_equal(o->head.ended, crlf || end != NULL);
+	assert_false(o->head.cut);
+	if (want > 0)
+		assert_memory_equal(o->head.p, body, want);
 }
 
 /* Feeds in[0..n) cut at the sorted offsets cuts[0..ncuts) into a fresh
@@ -178,8 +201,10 @@ static struct outcome feed_cut(const struct data_case *c, const char *in,
 	struct outcome o;
 	size_t start = 0, total = 0;
 
+	memset(&o, 0, sizeof o);
 	msgbuf_init(&b, NULL, NULL);
 	data_init(&r, c->dots, c->max_size, &b);
+	r.head = &o.head;
 	for (size_t k = 0; k <= ncuts; k++) {
 		size_t end = k < ncuts ? cuts[k] : n;
 		size_t len = end - start, used;
@@ -249,6 +274,7 @@ static void check_outcome(const struct data_case *c, struct outcome *o,
 	if (c->body != NULL) {
 		assert_int_equal(o->len, c->body_n);
 		assert_memory_equal(o->body, c->body, c->body_n);
+		check_head(o, c->body, c->body_n);
 	} else {
 		check_size_body(c, o);
 	}
@@ -814,10 +840,42 @@ static void test_size_while_spilling(void **state)
 	free(in);
 }
 
+/* A header section over DATA_HEAD_MAX is kept up to the cap, and said to
+ * be cut; the body itself is whole. */
+static void test_head_cut(void **state)
+{
+	size_t n = DATA_HEAD_MAX + 4096, pos = 0;
+	char *in = malloc(n + 3);
+	struct data_head head = {0};
+	struct data_reader r;
+	struct msgbuf b;
+
+	(void)state;
+	assert_non_null(in);
+	while (pos + 40 <= n)
+		pos += (size_t)sprintf(in + pos, "X-Filler: %027zu\r\n", pos);
+	memcpy(in + pos, ".\r\n", 3);
+	msgbuf_init(&b, NULL, NULL);
+	data_init(&r, true, BIG, &b);
+	r.head = &head;
+	for (size_t off = 0; off < pos + 3; off += 1000)
+		data_feed(&r, in + off,
+			  pos + 3 - off < 1000 ? pos + 3 - off : 1000);
+	assert_int_equal(r.st, DATA_DONE);
+	assert_int_equal(b.len, pos);
+	assert_true(head.cut && !head.ended);
+	assert_int_equal(head.len, DATA_HEAD_MAX);
+	assert_memory_equal(head.p, in, DATA_HEAD_MAX);
+	free(head.p);
+	msgbuf_free(&b);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_head_cut),
 	    cmocka_unit_test(test_line_length),
 	    cmocka_unit_test(test_msgbuf_memory),
 	    cmocka_unit_test(test_msgbuf_spill),

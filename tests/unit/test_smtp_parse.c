@@ -186,6 +186,8 @@ static const struct rcpt_case rcpt_cases[] = {
     {"TO:<postmaster> ", false, NULL, "postmaster", PM_DOMAIN},
     {"TO:<a@b.example.>", false, NULL, "a", "b.example"},
     {"TO:<\"a b\"@c>", false, NULL, "a b", "c"},
+    /* An address literal: the policy tells ours from a relay attempt. */
+    {"TO:<a@[1.2.3.4]>", false, NULL, "a", "[1.2.3.4]"},
     {"TO:<" U_LOCAL "@" U_DOMAIN ">", true, NULL, U_LOCAL, U_DOMAIN},
     /* RFC 5321 4.1.1.3: <postmaster> without a domain, any case. */
     {"TO:<postmaster>", false, NULL, "postmaster", PM_DOMAIN},
@@ -213,7 +215,7 @@ static const struct rcpt_case rcpt_cases[] = {
     RCPT_ERR("TO:<a@b>\tX", false, E_TO),
     RCPT_ERR("TO:<postmaster", false, E_TO),
     RCPT_ERR("TO:<@relay:a@b>", false, E_TO),
-    RCPT_ERR("TO:<a@[1.2.3.4]>", false, E_TO),
+    RCPT_ERR("TO:<a@[1.2.3]>", false, E_TO),
     RCPT_ERR("TO:<\xff@b>", true, E_TO),
 
     /* Non-ASCII needs SMTPUTF8 at MAIL. */

@@ -615,84 +615,189 @@ static void test_msg_ids(void **state)
 	}
 }
 
+/* Mailbox entries with a trace of their own: the size counts it, a
+ * reader gets it apart from the shared body, and entries written before
+ * traces existed (16 octets, the body holding its own Return-Path) read
+ * as entries without one. */
+static int collect_trace(const struct store_mail *m, void *arg)
+{
+	char *out = arg;
+
+	sprintf(out + strlen(out), "%u:%llu:%.*s;", m->uid,
+		(unsigned long long)m->size, (int)m->trace_len, m->trace);
+	return 0;
+}
+
+static void test_mailbox_trace(void **state)
+{
+	struct fx *fx = *state;
+	const char *body = "Received: x\r\n\r\nhi\r\n"; /* 19 octets */
+	const char *rp = "Return-Path: <a@b>\r\n";	/* 20 octets */
+	unsigned char old[16] = {0}, key[17], refs[4] = {0};
+	struct store_mail m;
+	struct store_txn *t;
+	char out[256] = "", big[STORE_TRACE_MAX + 2];
+	uint64_t id;
+	uint32_t uid;
+	void *dst;
+
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	populate(fx->st);
+	t = wtxn(fx->st);
+	assert_int_equal(store_msg_put(t, strlen(body), &id, &dst), 0);
+	memcpy(dst, body, strlen(body));
+	assert_int_equal(
+	    store_mailbox_add_trace(t, "alice@x.test", id, rp, &uid), 0);
+	assert_int_equal(uid, 1);
+	assert_int_equal(store_mailbox_add_trace(t, "bob@x.test", id, "", NULL),
+			 0);
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	assert_int_equal(
+	    store_mailbox_add_trace(t, "carol@x.test", id, big, NULL), -EINVAL);
+	assert_int_equal(store_txn_commit(t), 0);
+
+	t = rtxn(fx->st);
+	assert_int_equal(
+	    store_mailbox_list(t, "alice@x.test", collect_trace, out), 0);
+	assert_string_equal(out, "1:39:Return-Path: <a@b>\r\n;");
+	out[0] = '\0';
+	assert_int_equal(
+	    store_mailbox_list(t, "bob@x.test", collect_trace, out), 0);
+	assert_string_equal(out, "1:19:;");
+	assert_int_equal(store_mailbox_get(t, "ALICE@x.test", 1, &m), 0);
+	assert_int_equal(m.id, id);
+	assert_int_equal(m.size, 39);
+	assert_int_equal(m.trace_len, 20);
+	assert_memory_equal(m.trace, rp, 20);
+	assert_int_equal(store_mailbox_get(t, "alice@x.test", 2, &m), -ENOENT);
+	store_txn_abort(t);
+
+	/* An entry of the old shape: id and size only. */
+	store_close(fx->st);
+	fx->st = NULL;
+	memcpy(key, "carol@x.test\0\0\0\0\x07", 17);
+	old[7] = (unsigned char)id;
+	old[15] = 19;
+	raw_put(fx->dir, "mailbox", key, 17, old, sizeof old);
+	refs[3] = 3; /* alice, bob and this one */
+	raw_put(fx->dir, "msgrefs", old, 8, refs, sizeof refs);
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	t = rtxn(fx->st);
+	out[0] = '\0';
+	assert_int_equal(
+	    store_mailbox_list(t, "carol@x.test", collect_trace, out), 0);
+	assert_string_equal(out, "7:19:;");
+	store_txn_abort(t);
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "carol@x.test", 7, id), 0);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", 1, id), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 1); /* bob's copy holds it */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "bob@x.test", 1, id), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 0);
+}
+
 static int collect_queue(const struct store_queue_entry *e, void *arg)
 {
 	char *out = arg;
 
-	sprintf(out + strlen(out), "%llu/%llu/%u/%s/%s/%s;",
-		(unsigned long long)e->next_attempt, (unsigned long long)e->id,
-		e->attempts, e->sender, e->recipient, e->last_error);
+	sprintf(out + strlen(out), "%llu/%s/%s/%llu/%u/%s;",
+		(unsigned long long)e->id, e->recipient, e->sender,
+		(unsigned long long)e->next_attempt, e->attempts,
+		e->last_error);
 	return 0;
 }
 
-/* The outbound queue: one entry per recipient, each holding a reference
- * to the body; a retry moves an entry in time without touching the body;
- * the body goes with the last entry. */
-static void test_queue_list(void **state)
+static void test_queue(void **state)
 {
 	struct fx *fx = *state;
-	struct store_queue_entry e;
+	const char *users[] = {"alice@x.test"};
 	struct store_txn *t;
-	char out[512] = "";
-	const void *data;
-	uint64_t id;
-	size_t len;
-	void *dst;
+	char out[512] = "", addr[STORE_ADDR_MAX + 2];
+	unsigned char key[8 + 5] = {0, 0, 0, 0, 0, 0, 0, 9, 'c', '@', 'd'};
+	const char val[] = "\0\0\0\0\0\0\0\5\0\0\0\2a@b\0"
+			   "451 later";
+	uint64_t id, id2;
 
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	populate(fx->st);
 	t = rtxn(fx->st);
 	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
 	assert_string_equal(out, "");
 	store_txn_abort(t);
 
+	/* One message: a local copy and two remote recipients, whose keys
+	 * do not collide; each entry is one reference. */
+	id = deliver(fx->st, "Received: x\r\n\r\nbody\r\n", users, 1, NULL);
 	t = wtxn(fx->st);
-	assert_int_equal(store_msg_put(t, 5, &id, &dst), 0);
-	memcpy(dst, "hello", 5);
-	assert_int_equal(store_queue_add(t, id, "a@b", "Bob@d", 100), 0);
-	assert_int_equal(store_queue_add(t, id, "a@b", "carol@d", 100), 0);
-	assert_int_equal(store_queue_add(t, id, "a@b", "carol@d", 100),
-			 -EEXIST);
-	assert_int_equal(store_queue_add(t, id, "a@b", "", 100), -EINVAL);
-	assert_int_equal(store_queue_add(t, id + 1, "a@b", "x@d", 100),
+	assert_int_equal(
+	    store_queue_add(t, id, "Bob@Remote.test", "a@x.test", 1000), 0);
+	assert_int_equal(store_queue_add(t, id, "carol@remote.test", "", 1000),
+			 0);
+	assert_int_equal(
+	    store_queue_add(t, id, "Bob@Remote.test", "a@x.test", 2000),
+	    -EEXIST);
+	assert_int_equal(store_queue_add(t, 999, "x@y", "a@x.test", 1),
 			 -ENOENT);
+	assert_int_equal(store_queue_add(t, id, "", "a@x.test", 1), -EINVAL);
+	assert_int_equal(store_queue_add(t, id, "a\r\n@y", "", 1), -EINVAL);
+	assert_int_equal(store_queue_add(t, id, "x@y", "a\n@b", 1), -EINVAL);
+	memset(addr, 'a', sizeof addr - 1);
+	addr[sizeof addr - 1] = '\0';
+	assert_int_equal(store_queue_add(t, id, addr, "", 1), -EINVAL);
+	/* A quoted local part with a space is a fine remote mailbox. */
+	assert_int_equal(store_queue_add(t, id, "\"a b\"@remote.test", "", 7),
+			 0);
 	assert_int_equal(store_txn_commit(t), 0);
+	t = rtxn(fx->st);
+	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
+	assert_string_equal(out, "1/\"a b\"@remote.test//7/0/;"
+				 "1/Bob@Remote.test/a@x.test/1000/0/;"
+				 "1/carol@remote.test//1000/0/;");
+	store_txn_abort(t);
 
+	/* The body goes with the last reference, mailbox or queue. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", 1, id), 0);
+	assert_int_equal(store_queue_del(t, id, "Bob@Remote.test"), 0);
+	assert_int_equal(store_queue_del(t, id, "Bob@Remote.test"), -ENOENT);
+	assert_int_equal(store_queue_del(t, id, "\"a b\"@remote.test"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 1);
+	t = wtxn(fx->st);
+	assert_int_equal(store_queue_del(t, id, "carol@remote.test"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 0);
+
+	/* A message only queued, never in a mailbox. */
+	t = wtxn(fx->st);
+	{
+		void *dst;
+		assert_int_equal(store_msg_put(t, 4, &id2, &dst), 0);
+		memcpy(dst, "x\r\n\r", 4);
+		assert_int_equal(
+		    store_queue_add(t, id2, "z@remote.test", "", 5), 0);
+	}
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 1);
+	t = wtxn(fx->st);
+	assert_int_equal(store_queue_del(t, id2, "z@remote.test"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_int_equal(msg_count(fx->st), 0);
+
+	/* The encoding, written behind the store's back, reads back. */
+	store_close(fx->st);
+	fx->st = NULL;
+	raw_put(fx->dir, "queue", key, 11, val, sizeof val);
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	t = rtxn(fx->st);
 	out[0] = '\0';
 	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
-	/* recipients as given (case kept), in key order */
-	assert_string_equal(out, "100/1/0/a@b/Bob@d/;100/1/0/a@b/carol@d/;");
+	assert_string_equal(out, "9/c@d/a@b/5/2/451 later;");
 	store_txn_abort(t);
-
-	/* A retry: later, one attempt more, the error kept. */
-	t = wtxn(fx->st);
-	e = (struct store_queue_entry){.next_attempt = 100,
-				       .id = id,
-				       .sender = "a@b",
-				       .recipient = "Bob@d",
-				       .last_error = "",
-				       .arrival = 100};
-	assert_int_equal(store_queue_retry(t, &e, 160, "451 4.3.0 later"), 0);
-	assert_int_equal(store_queue_retry(t, &e, 160, "again"), -ENOENT);
-	e.recipient = "carol@d";
-	assert_int_equal(store_queue_del(t, &e), 0);
-	assert_int_equal(store_queue_del(t, &e), -ENOENT);
-	assert_int_equal(store_txn_commit(t), 0);
-
-	t = rtxn(fx->st);
-	out[0] = '\0';
-	assert_int_equal(store_queue_list(t, collect_queue, out), 0);
-	assert_string_equal(out, "160/1/1/a@b/Bob@d/451 4.3.0 later;");
-	assert_int_equal(store_msg_get(t, id, &data, &len), 0);
-	store_txn_abort(t);
-
-	/* The last entry takes the body with it. */
-	t = wtxn(fx->st);
-	e = (struct store_queue_entry){
-	    .next_attempt = 160, .id = id, .recipient = "Bob@d"};
-	assert_int_equal(store_queue_del(t, &e), 0);
-	assert_int_equal(store_msg_get(t, id, &data, &len), -ENOENT);
-	assert_int_equal(store_txn_commit(t), 0);
 }
 
 /* --- the commit thread ------------------------------------------------- */
@@ -1348,27 +1453,17 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
-	    T(test_schema),
-	    T(test_domains),
-	    T(test_users),
-	    T(test_user_record),
-	    T(test_aliases),
-	    T(test_alias_loops_depth),
-	    T(test_refcount),
-	    T(test_uids),
-	    T(test_msg_ids),
-	    T(test_queue_list),
-	    T(test_group_commit),
-	    T(test_failing_job),
-	    T(test_commit_stop),
-	    T(test_map_initial),
-	    T(test_growth_waits),
-	    T(test_growth_bounded),
-	    T(test_growth_to_cap),
-	    T(test_oversized_job),
-	    T(test_full_then_delete),
-	    T(test_full_disk_batch),
-	    T(test_growth_cli),
+	    T(test_schema),	     T(test_domains),
+	    T(test_users),	     T(test_user_record),
+	    T(test_aliases),	     T(test_alias_loops_depth),
+	    T(test_refcount),	     T(test_uids),
+	    T(test_msg_ids),	     T(test_mailbox_trace),
+	    T(test_queue),	     T(test_group_commit),
+	    T(test_failing_job),     T(test_commit_stop),
+	    T(test_map_initial),     T(test_growth_waits),
+	    T(test_growth_bounded),  T(test_growth_to_cap),
+	    T(test_oversized_job),   T(test_full_then_delete),
+	    T(test_full_disk_batch), T(test_growth_cli),
 	    T(test_map_resized),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

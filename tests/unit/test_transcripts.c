@@ -88,9 +88,10 @@ struct transcript {
 	const char *name;
 	const char *in;
 	const char *out; /* with "stored as ID" */
-	/* SMTP: the trace header's sender, HELO name and protocol, and what
-	 * each run stores, in order. */
-	const char *from, *helo, *with;
+	/* SMTP: the trace header's sender, HELO name, its line saying who
+	 * logged in (or NULL) and protocol, and what each run stores, in
+	 * order. */
+	const char *from, *helo, *auth, *with;
 	struct delivery stored[3];
 };
 
@@ -99,18 +100,20 @@ struct transcript {
 #define EHLO_OK                                                                \
 	"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n"               \
 	"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n"          \
-	"250 CHUNKING\r\n"
-#define MAIL	 "MAIL FROM:<a@b.test>\r\n"
-#define TO_ALICE "RCPT TO:<alice@localhost>\r\n"
-#define TO_BOB	 "RCPT TO:<bob@localhost>\r\n"
-#define MAIL_OK	 "250 2.1.0 Ok\r\n"
-#define RCPT_OK	 "250 2.1.5 Ok\r\n"
-#define DATA_GO	 "354 End data with <CR><LF>.<CR><LF>\r\n"
-#define STORED	 "250 2.0.0 Ok: stored as ID\r\n"
-#define OK	 "250 2.0.0 Ok\r\n"
-#define BYE	 "221 2.0.0 Bye\r\n"
-#define ALICE	 "alice@localhost"
-#define BOB	 "bob@localhost"
+	"250-AUTH PLAIN LOGIN\r\n250 CHUNKING\r\n"
+#define MAIL	  "MAIL FROM:<a@b.test>\r\n"
+#define TO_ALICE  "RCPT TO:<alice@localhost>\r\n"
+#define TO_BOB	  "RCPT TO:<bob@localhost>\r\n"
+#define MAIL_OK	  "250 2.1.0 Ok\r\n"
+#define RCPT_OK	  "250 2.1.5 Ok\r\n"
+#define DATA_GO	  "354 End data with <CR><LF>.<CR><LF>\r\n"
+#define STORED	  "250 2.0.0 Ok: stored as ID\r\n"
+#define OK	  "250 2.0.0 Ok\r\n"
+#define BYE	  "221 2.0.0 Bye\r\n"
+#define ALICE	  "alice@localhost"
+#define AUTH_OK	  "235 2.7.0 Authentication successful\r\n"
+#define AUTH_LINE "\t(authenticated as alice@localhost)\r\n"
+#define BOB	  "bob@localhost"
 
 static const struct transcript smtp_cases[] = {
     {.name = "pipelined EHLO, MAIL, RCPT, RCPT, DATA; dot-stuffed lines",
@@ -264,6 +267,40 @@ static const struct transcript smtp_cases[] = {
 			 ".\r\n"
 			 "The last line ends right before the end "
 			 "marker.\r\n"}}},
+    /* SMTP AUTH (the client is on the server's own address: AUTH is
+     * offered without TLS). Nothing here fails a password: failures
+     * count toward the per-address throttle across runs. */
+    {.name = "AUTH PLAIN with an initial response, AUTH again, DATA",
+     .in = EHLO "AUTH PLAIN AGFsaWNlQGxvY2FsaG9zdABzZWNyZXQ=\r\n"
+		"AUTH PLAIN\r\n"
+		"MAIL FROM:<alice@localhost>\r\n" TO_BOB "DATA\r\n"
+		"From: alice@localhost\r\n"
+		"\r\n"
+		"hi\r\n"
+		".\r\n"
+		"QUIT\r\n",
+     .out = GREETING EHLO_OK AUTH_OK
+     "503 5.5.1 Error: already authenticated\r\n" MAIL_OK RCPT_OK DATA_GO STORED
+	 BYE,
+     .from = "alice@localhost",
+     .helo = "client.test",
+     .auth = AUTH_LINE,
+     .with = "ESMTPA",
+     .stored = {{.to = {BOB},
+		 .for_rcpt = BOB,
+		 .body = "From: alice@localhost\r\n\r\nhi\r\n"}}},
+    {.name = "AUTH LOGIN cancelled, then with an initial response",
+     .in = EHLO "AUTH LOGIN\r\n"
+		"*\r\n"
+		"AUTH LOGIN YWxpY2VAbG9jYWxob3N0\r\n"
+		"c2VjcmV0\r\n"
+		"MAIL FROM:<bob@localhost>\r\n"
+		"QUIT\r\n",
+     .out = GREETING EHLO_OK
+     "334 VXNlcm5hbWU6\r\n"
+     "501 5.7.0 Authentication cancelled\r\n"
+     "334 UGFzc3dvcmQ6\r\n" AUTH_OK "553 5.7.1 <bob@localhost>: Sender address "
+     "rejected: not owned by user alice@localhost\r\n" BYE},
 };
 
 /* The POP3 user's maildrop, stored before the loop runs (uids 1 and 2).
@@ -293,6 +330,15 @@ static const struct transcript smtp_cases[] = {
 #define MSG1_SIZE "63"
 #define MSG2_SIZE "32"
 #define TOTAL	  "95"
+
+/* Dave's one message has a trace of its own, kept with the mailbox entry
+ * (as SMTP stores Return-Path:), sent before the stored bytes and
+ * counted in every size; its first stored line starts with a dot. */
+#define DAVE	   "dave@localhost"
+#define DAVE_RP	   "Return-Path: <a@b.test>\r\n"
+#define MSG3	   ".Received: x\r\n\r\nbody\r\n"
+#define MSG3_SIZE  "47" /* 25 + 22 */
+#define DAVE_LOGIN "USER " DAVE "\r\nPASS " PASSWORD "\r\n"
 
 #define POP_HI	 "+OK pillarbox ready.\r\n"
 #define LOGIN	 "USER " CAROL "\r\nPASS " PASSWORD "\r\n"
@@ -341,6 +387,13 @@ static const struct transcript pop3_cases[] = {
      "SASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
      "EXPIRE NEVER\r\nLOGIN-DELAY 0\r\nIMPLEMENTATION pillarbox\r\n.\r\n"
      "+ \r\n+OK Logged in.\r\n+OK\r\nSubject: two\r\n\r\n.\r\n" POP_BYE},
+    {.name = "a mailbox entry's own trace: STAT, LIST, RETR, TOP",
+     .in = DAVE_LOGIN "STAT\r\nLIST 1\r\nRETR 1\r\nTOP 1 0\r\nQUIT\r\n",
+     .out = POP_HI LOGIN_OK
+     "+OK 1 " MSG3_SIZE "\r\n"
+     "+OK 1 " MSG3_SIZE "\r\n"
+     "+OK " MSG3_SIZE " octets\r\n" DAVE_RP "..Received: x\r\n\r\nbody\r\n.\r\n"
+     "+OK\r\n" DAVE_RP "..Received: x\r\n\r\n.\r\n" POP_BYE},
 };
 
 #define NSMTP (sizeof smtp_cases / sizeof *smtp_cases)
@@ -846,10 +899,11 @@ static void check_outputs(const struct transcript *cases, size_t ncases)
 	assert_int_equal(bad, 0);
 }
 
-/* Why msg is not the trace header (RFC 5321 4.4, tests/PROTOCOL.md) with
- * queue id `id`, then body; NULL if it is. */
-static const char *stored_problem(const char *msg, size_t len,
-				  const struct transcript *t,
+/* Why a mailbox entry is not its own Return-Path (trace) and the stored
+ * message the Received: trace header (RFC 5321 4.4, tests/PROTOCOL.md)
+ * with queue id `id`, then body; NULL if it is. */
+static const char *stored_problem(const struct store_mail *m, const char *msg,
+				  size_t len, const struct transcript *t,
 				  const struct delivery *d, const char *id,
 				  size_t idlen)
 {
@@ -858,10 +912,14 @@ static const char *stored_problem(const char *msg, size_t len,
 	const char *p, *end;
 	int n;
 
+	n = snprintf(head, sizeof head, "Return-Path: <%s>\r\n", t->from);
+	if (m->trace_len != (size_t)n || memcmp(m->trace, head, (size_t)n) ||
+	    m->size != m->trace_len + len)
+		return "the mailbox entry's Return-Path (or size) differs";
 	n = snprintf(head, sizeof head,
-		     "Return-Path: <%s>\r\nReceived: from %s ([127.0.0.1])\r\n"
+		     "Received: from %s ([127.0.0.1])\r\n%s"
 		     "\tby mx.test (pillarbox) with %s id %.*s",
-		     t->from, t->helo, t->with, (int)idlen, id);
+		     t->helo, t->auth ? t->auth : "", t->with, (int)idlen, id);
 	hlen = (size_t)n;
 	if (len < hlen + blen || memcmp(msg, head, hlen) != 0)
 		return "trace header (or queue id) differs";
@@ -941,7 +999,7 @@ static int mbox_check_one(const struct store_mail *m, void *arg)
 	}
 	r = store_msg_get(mc->txn, m->id, &data, &len);
 	why = r < 0 ? "cannot be read"
-		    : stored_problem(data, len, t, d, id, idlen);
+		    : stored_problem(m, data, len, t, d, id, idlen);
 	if (why != NULL) {
 		char v[2048];
 		snprintf(mc->why, sizeof mc->why,
@@ -1084,7 +1142,7 @@ static void deliver(struct store_txn *txn, const char *user, const char *msg)
  * bob and carol (password "secret"), carol's two messages. */
 static int setup(void **state)
 {
-	const char *users[] = {ALICE, BOB, CAROL};
+	const char *users[] = {ALICE, BOB, CAROL, DAVE};
 	char hash[STORE_HASH_MAX + 1];
 	struct store_txn *txn;
 
@@ -1107,6 +1165,15 @@ static int setup(void **state)
 	}
 	deliver(txn, CAROL, MSG1);
 	deliver(txn, CAROL, MSG2);
+	{
+		uint64_t id;
+		void *dst;
+		assert_int_equal(store_msg_put(txn, strlen(MSG3), &id, &dst),
+				 0);
+		memcpy(dst, MSG3, strlen(MSG3));
+		assert_int_equal(
+		    store_mailbox_add_trace(txn, DAVE, id, DAVE_RP, NULL), 0);
+	}
 	assert_int_equal(store_txn_commit(txn), 0);
 	return 0;
 }
