@@ -10,11 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: the libraries, the compiler, and the real clients the
-# tests drive (pytest with smtplib/poplib, swaks, fetchmail).
+# tests drive (pytest with smtplib/poplib/ssl, swaks with its TLS module,
+# fetchmail, openssl to make and read test certificates).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
-	python3 python3-pytest swaks fetchmail fail2ban strace
-	python3-dnslib python3-aiosmtpd postfix)
+	python3 python3-pytest swaks libnet-ssleay-perl fetchmail fail2ban strace
+	openssl python3-dnslib python3-aiosmtpd postfix)
 
 deps() {
 	local missing=() p
@@ -49,7 +50,9 @@ run)
 	cat >&2 <<'TXT'
 
 pillarbox is starting on its built-in defaults: data in ./pillarbox-data,
-SMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain "localhost".
+SMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, domain "localhost"; over
+implicit TLS on 2465 and 2995 with a self-signed certificate it makes in
+./pillarbox-data at first start.
 In another terminal, add an account, send it a message and fetch it:
 
   echo 'secret' | build/pillarbox user add alice@localhost

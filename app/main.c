@@ -22,6 +22,7 @@
 #include "core/event.h"
 #include "core/loop.h"
 #include "core/relay.h"
+#include "core/tls.h"
 #include "base/log.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
@@ -53,8 +54,9 @@ static const char usage[] =
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
-    "./pillarbox-data,\nSMTP on 127.0.0.1:2525, submission on "
-    "127.0.0.1:2587, POP3 on 127.0.0.1:2110,\ndomain localhost).\n";
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525 and implicit TLS on 2465, "
+    "submission on 127.0.0.1:2587,\nPOP3 on 127.0.0.1:2110 and implicit TLS "
+    "on 2995, domain localhost, a self-signed\ncertificate).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -105,10 +107,11 @@ static int open_store(const struct config *cfg, struct store **st)
 struct server {
 	struct config *cfg;
 	struct store *st;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
 	struct smtp_server smtp, submission;
 	struct pop3_server pop3;
+	struct config_listener smtps, pop3s; /* their protocol's, TLS port */
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
 };
@@ -134,7 +137,31 @@ static void on_all_closed(void *arg)
 	control_stop();
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
+	uv_close((uv_handle_t *)&srv->sighup, NULL);
 	uv_close((uv_handle_t *)&srv->log_flush, NULL);
+}
+
+/* SIGHUP: the certificate and key are read again; connections stay. */
+static void on_hup_signal(uv_signal_t *h, int signum)
+{
+	(void)h, (void)signum;
+	tls_reload();
+}
+
+/* Starts a listener on addr unless it is "" (off). */
+static int listen_on(uv_loop_t *loop, const struct conn_proto *proto, void *ctx,
+		     const struct config_listener *cfg, const char *busy,
+		     const char *full, bool tls, const char *name)
+{
+	struct conn_listen_opts o = {.proto = proto,
+				     .ctx = ctx,
+				     .cfg = cfg,
+				     .busy_reply = busy,
+				     .full_reply = full,
+				     .tls = tls,
+				     .name = name};
+
+	return cfg->listen[0] == '\0' ? 0 : conn_listen(loop, &o);
 }
 
 static void on_prepare(uv_prepare_t *h)
@@ -245,7 +272,6 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	struct conn_listen_opts smtp_opts, sub_opts, pop3_opts;
 	uint64_t commits, jobs, delivered, bounced, deferred;
 	int r;
 
@@ -258,6 +284,16 @@ static int serve(struct config *cfg)
 		fprintf(stderr, "pillarbox: crypt(3) has no yescrypt\n");
 		store_close(srv.st);
 		return 1;
+	}
+	/* Tests of outbound delivery point verification at their own CA. */
+	if (getenv("PILLARBOX_TEST_TRUST_FILE") != NULL)
+		tls_set_trust_file(getenv("PILLARBOX_TEST_TRUST_FILE"));
+	/* Before any port opens: a bad certificate or key stops here (exit
+	 * 2, like a config error). */
+	if (tls_setup(cfg) < 0) {
+		auth_cleanup();
+		store_close(srv.st);
+		return 2;
 	}
 	event_subscribe(count_login, &srv);
 	relay_init(cfg);
@@ -280,27 +316,38 @@ static int serve(struct config *cfg)
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	smtp_opts =
-	    (struct conn_listen_opts){&smtp_proto, &srv.smtp, &cfg->smtp,
-				      srv.smtp.busy_reply, srv.smtp.full_reply};
-	sub_opts = (struct conn_listen_opts){
-	    &smtp_submission_proto, &srv.submission, &cfg->submission,
-	    srv.submission.busy_reply, srv.submission.full_reply};
-	pop3_opts =
-	    (struct conn_listen_opts){&pop3_proto, &srv.pop3, &cfg->pop3,
-				      srv.pop3.busy_reply, srv.pop3.full_reply};
+	srv.smtps = cfg->smtp;
+	strcpy(srv.smtps.listen, cfg->smtps);
+	srv.pop3s = cfg->pop3;
+	strcpy(srv.pop3s.listen, cfg->pop3s);
 	conn_set_max(cfg->max_connections);
-	if (r == 0 && cfg->smtp.listen[0] != '\0')
-		r = conn_listen(loop, &smtp_opts);
-	if (r == 0 && cfg->submission.listen[0] != '\0')
-		r = conn_listen(loop, &sub_opts);
-	if (r == 0 && cfg->pop3.listen[0] != '\0')
-		r = conn_listen(loop, &pop3_opts);
+	if (r == 0)
+		r = listen_on(loop, &smtp_proto, &srv.smtp, &cfg->smtp,
+			      srv.smtp.busy_reply, srv.smtp.full_reply, false,
+			      NULL);
+	if (r == 0)
+		r = listen_on(loop, &smtp_proto, &srv.smtp, &srv.smtps,
+			      srv.smtp.busy_reply, srv.smtp.full_reply, true,
+			      "smtps");
+	if (r == 0)
+		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
+			      &cfg->submission, srv.submission.busy_reply,
+			      srv.submission.full_reply, false, NULL);
+	if (r == 0)
+		r = listen_on(loop, &pop3_proto, &srv.pop3, &cfg->pop3,
+			      srv.pop3.busy_reply, srv.pop3.full_reply, false,
+			      NULL);
+	if (r == 0)
+		r = listen_on(loop, &pop3_proto, &srv.pop3, &srv.pop3s,
+			      srv.pop3.busy_reply, srv.pop3.full_reply, true,
+			      "pop3s");
 	uv_signal_init(loop, &srv.sigterm);
 	uv_signal_init(loop, &srv.sigint);
-	srv.sigterm.data = srv.sigint.data = &srv;
+	uv_signal_init(loop, &srv.sighup);
+	srv.sigterm.data = srv.sigint.data = srv.sighup.data = &srv;
 	uv_signal_start(&srv.sigterm, on_stop_signal, SIGTERM);
 	uv_signal_start(&srv.sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&srv.sighup, on_hup_signal, SIGHUP);
 	uv_prepare_init(loop, &srv.log_flush);
 	uv_prepare_start(&srv.log_flush, on_prepare);
 	uv_unref((uv_handle_t *)&srv.log_flush);
@@ -330,6 +377,7 @@ static int serve(struct config *cfg)
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
+	tls_cleanup();
 	store_close(srv.st);
 	if (uv_loop_close(loop) != 0)
 		fatal("event=exit error=live-handles");

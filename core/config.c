@@ -59,13 +59,18 @@ void config_defaults(struct config *c)
 	c->delivery.max_per_domain = 4;
 	c->delivery.connect_timeout = 300; /* 4.5.3.2.1: initial 220 */
 	c->delivery.command_timeout = 300; /* 4.5.3.2.2-4: MAIL, RCPT */
+	/* TLS */
+	strcpy(c->smtps, "127.0.0.1:2465");
+	strcpy(c->pop3s, "127.0.0.1:2995");
 	config_finish(c);
 }
 
 /* NETS is a list of networks (relay_networks); CHOICE one of choices,
  * stored as its index in an enum; BOOL is "yes" or "no"; HOSTPORT is
  * "name:port" or a LISTEN address ("" allowed); DURATION a number of
- * seconds with an optional unit (s, m, h, d); SCHEDULE the retry list. */
+ * seconds with an optional unit (s, m, h, d); SCHEDULE the retry list;
+ * PATH a struct config_path (the line is kept); TLSVER "1.2", the one
+ * version BearSSL has, accepted so that a config can say so. */
 enum kind {
 	STR,
 	NAME,
@@ -77,7 +82,9 @@ enum kind {
 	BOOL,
 	HOSTPORT,
 	DURATION,
-	SCHEDULE
+	SCHEDULE,
+	PATH,
+	TLSVER
 };
 
 /* A config key: where its value goes, what it may be. Numbers below min
@@ -146,6 +153,12 @@ static const struct key keys[] = {
 	    1),
     NUM_KEY("delivery", "command_timeout", DURATION, delivery.command_timeout,
 	    1),
+    /* TLS */
+    STR_KEY("tls", "cert", PATH, tls.cert),
+    STR_KEY("tls", "key", PATH, tls.key),
+    {"tls", "min_version", TLSVER, 0, 0, 0, NULL},
+    STR_KEY("smtp", "smtps", LISTEN, smtps),
+    STR_KEY("pop3", "pop3s", LISTEN, pop3s),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */
@@ -346,7 +359,8 @@ static int parse_networks(struct config *c, const char *value, char *err,
 
 struct load {
 	struct config *c;
-	const char *file;
+	FILE *f;
+	unsigned line, next_line; /* of the text inih is parsing */
 	char err[200];
 };
 
@@ -406,6 +420,25 @@ static int on_key(void *user, const char *section, const char *name,
 				*(unsigned *)field = (unsigned)i;
 			return 1;
 		}
+		if (k->kind == TLSVER) {
+			if (strcmp(value, "1.2") != 0) {
+				if (ld->err[0] == '\0')
+					snprintf(ld->err, sizeof ld->err,
+						 "bad value for %s: '%s' (only "
+						 "1.2: BearSSL has no TLS 1.3)",
+						 name, value);
+				return 0;
+			}
+			return 1;
+		}
+		if (k->kind == PATH) {
+			struct config_path *cp = (struct config_path *)field;
+			if (strlen(value) >= sizeof cp->path)
+				goto bad;
+			strcpy(cp->path, value);
+			cp->line = ld->line;
+			return 1;
+		}
 		if (k->kind == STR || k->kind == NAME || k->kind == LISTEN ||
 		    k->kind == HOSTPORT) {
 			if (strlen(value) >= k->len ||
@@ -443,16 +476,36 @@ bad:
 	return 0;
 }
 
+/* inih's reader, counting lines so that a key knows its own (errors about
+ * the files [tls] names point there). */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load *ld = stream;
+	char *s = fgets(str, num, ld->f);
+
+	if (s != NULL) {
+		ld->line = ld->next_line;
+		if (strchr(s, '\n') != NULL)
+			ld->next_line++;
+	}
+	return s;
+}
+
 int config_load(struct config *c, const char *file)
 {
-	struct load ld = {c, file, ""};
-	int line = ini_parse(file, on_key, &ld);
+	struct load ld = {c, fopen(file, "r"), 1, 1, ""};
+	int line;
 
-	if (line == -1) {
+	if (ld.f == NULL || strlen(file) >= sizeof c->file) {
 		fprintf(stderr, "%s:0: cannot read file: %s\n", file,
-			strerror(errno));
+			ld.f == NULL ? strerror(errno) : "name too long");
+		if (ld.f != NULL)
+			fclose(ld.f);
 		return -1;
 	}
+	strcpy(c->file, file);
+	line = ini_parse_stream(read_line, &ld, on_key, &ld);
+	fclose(ld.f);
 	if (line != 0) {
 		fprintf(stderr, "%s:%d: %s\n", file, line,
 			ld.err[0] ? ld.err : "syntax error");

@@ -57,6 +57,13 @@ struct config_delivery {
 	unsigned connect_timeout, command_timeout;
 };
 
+/* A file named in the config, and where: errors about the file point at
+ * the line that named it (0: not from the file). */
+struct config_path {
+	char path[CONFIG_STR_MAX]; /* "" = not set */
+	unsigned line;
+};
+
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
@@ -85,13 +92,26 @@ struct config {
 	struct config_listener pop3;
 	unsigned login_delay; /* seconds a failed login waits */
 
+	/* TLS (core/tls.c). Without cert and key a self-signed pair for
+	 * hostname is made in data_dir. The implicit-TLS listeners share
+	 * their protocol's timeouts and limits. */
+	struct {
+		struct config_path cert; /* PEM, may hold the chain */
+		struct config_path key;	 /* PEM: RSA or EC */
+	} tls;
+	char smtps[CONFIG_STR_MAX]; /* implicit TLS submission; "" = off */
+	char pop3s[CONFIG_STR_MAX]; /* "" = off */
+
+	char file[CONFIG_STR_MAX]; /* the file config_load read; "" = none */
+
 	struct config_delivery delivery;
 };
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
- * 127.0.0.1:2525, submission on 127.0.0.1:2587, POP3 on 127.0.0.1:2110,
- * domain localhost; no relay network, POP-before-SMTP for 1800 s, strict
- * sender check, AUTH only over TLS. */
+ * 127.0.0.1:2525 (implicit TLS on 2465), submission on 127.0.0.1:2587,
+ * POP3 on 127.0.0.1:2110 (implicit TLS on 2995), domain localhost; no
+ * relay network, POP-before-SMTP for 1800 s, strict sender check, AUTH
+ * only over TLS; delivery to each domain's MX on port 25. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line

@@ -14,7 +14,7 @@
  *                                                             both handles
  *                                                             are closed)
  *
- * Beside the state, three flags:
+ * Beside the state, these flags:
  *   paused       the protocol waits on an operation (a commit, a password
  *                check): no input is delivered, the timer is stopped (the
  *                wait is ours, not the peer's), and the connection is never
@@ -22,8 +22,17 @@
  *   dispatching  the protocol's code is running: a close it asks for
  *                completes when it returns;
  *   skip_line    the line reader is discarding the rest of an over-long
- *                line.
+ *                line;
+ *   tls_up       (with tls) the handshake is done: until then input is
+ *                held back, plaintext output waits in `out`, and the timer
+ *                also bounds the handshake (CONN_TLS_HANDSHAKE).
  * Whether the socket is read follows from these (see conn_settle).
+ *
+ * TLS sits between the plaintext and the socket: conn_tls_pump() is the
+ * one place the BearSSL engine is driven. Ciphertext read goes into it
+ * and the plaintext it yields is appended to the input; queued plaintext
+ * output goes into it and the records it yields are queued in `cout`,
+ * which then takes the place of `out` on the way to the socket.
  */
 #include "core/conn.h"
 
@@ -35,6 +44,7 @@
 #include <sys/random.h>
 
 #include "base/log.h"
+#include "core/tls.h"
 
 #define IP_BUCKETS                                                             \
 	256		/* per-listener table of clients: a hash, so a         \
@@ -45,6 +55,12 @@
 #define PRINTF_MAX 1024 /* one conn_printf reply, at most */
 
 enum conn_state { C_CONNECTING, C_OPEN, C_DRAINING, C_CLOSED };
+
+/* Bytes queued for the socket, p[off..len). */
+struct outq {
+	char *p;
+	size_t off, len, cap;
+};
 
 /* A listener and the count of connections per client on it. */
 struct listener {
@@ -87,16 +103,20 @@ struct conn {
 	char *in; /* own buffer: what was left unconsumed */
 	size_t in_len, in_cap;
 
-	/* Output: plaintext queued in out[out_off..out_len), and what the
-	 * one write in flight (wreq) still has to send. */
-	char *out;
-	size_t out_off, out_len, out_cap;
+	/* Output: plaintext queued in out; with TLS, the records made of
+	 * it in cout; and what the one write in flight (wreq) still has to
+	 * send. */
+	struct outq out, cout;
 	struct write_req *wreq;
 	size_t inflight;
 	bool (*more)(struct conn *c, void *arg); /* a stream (conn_stream) */
 	void *more_arg;
 
+	struct tls *tls;      /* NULL for plaintext */
+	uint64_t tls_expires; /* loop time the handshake must end by */
+
 	unsigned paused : 1, dispatching : 1, skip_line : 1, reading : 1;
+	unsigned tls_up : 1, tls_closed : 1;
 	int handles;		   /* open uv handles, freed at 0 */
 	struct netaddr net, local; /* the peer's address and ours */
 	char peer_text[NETADDR_TEXT_MAX];
@@ -116,6 +136,8 @@ static char shared_buf[CONN_READ_BUF];
 static void conn_dispatch(struct conn *c, enum conn_event ev);
 static void conn_settle(struct conn *c);
 static void conn_flush(struct conn *c);
+static bool conn_tls_pump(struct conn *c, const char *in, size_t n);
+static bool conn_tls_begin(struct conn *c, struct tls *t);
 static void listener_free(struct listener *l);
 static void on_timer(uv_timer_t *t);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -141,7 +163,9 @@ static void on_handle_closed(uv_handle_t *h)
 		return;
 	/* Its write was cancelled by now, and the callback ran. */
 	free(c->in);
-	free(c->out);
+	free(c->out.p);
+	free(c->cout.p);
+	tls_free(c->tls);
 	free(c);
 	if (--nalloc == 0 && all_closed != NULL) {
 		void (*done)(void *) = all_closed;
@@ -204,13 +228,16 @@ static unsigned ip_count(struct listener *l, const struct netaddr *peer,
 	return e->count;
 }
 
-/* Idle timeout or the end of the session's lifetime, whichever is first. */
+/* Idle timeout or the end of the session's lifetime, or of a handshake,
+ * whichever is first. */
 static void conn_arm(struct conn *c)
 {
 	uint64_t now = uv_now(c->tcp.loop), due = now + c->idle_ms;
 
 	if (c->expires != 0 && c->expires < due)
 		due = c->expires;
+	if (c->tls != NULL && !c->tls_up && c->tls_expires < due)
+		due = c->tls_expires;
 	uv_timer_start(&c->timer, on_timer, due > now ? due - now : 0, 0);
 }
 
@@ -257,12 +284,19 @@ static void on_connection(uv_stream_t *server, int status)
 			c->sid, c->peer_text,
 			global ? "global-limit" : "per-ip-limit",
 			global ? ninbound : (size_t)n);
-		conn_puts(c, global ? l->opts.full_reply : l->opts.busy_reply);
+		/* A TLS client could read the reply only after a handshake
+		 * we do not want to spend on it: it just gets the close. */
+		if (!l->opts.tls)
+			conn_puts(c, global ? l->opts.full_reply
+					    : l->opts.busy_reply);
 		conn_close(c);
 		return;
 	}
-	log_msg(LOG_INFO, c->proto->name, "sid=%s event=connect ip=%s", c->sid,
-		c->peer_text);
+	log_msg(LOG_INFO, c->proto->name, "sid=%s event=connect ip=%s%s",
+		c->sid, c->peer_text, l->opts.tls ? " tls=implicit" : "");
+	/* Implicit TLS: the greeting open() queues waits for the engine. */
+	if (l->opts.tls && !conn_tls_begin(c, tls_server_new()))
+		return;
 	c->session = c->proto->open(c, l->opts.ctx);
 	conn_settle(c);
 }
@@ -304,7 +338,8 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 		netaddr_format(&na, name, sizeof name);
 	}
 	log_msg(LOG_INFO, opts->proto->name,
-		"event=listening proto=%s addr=%s:%u", opts->proto->name, name,
+		"event=listening proto=%s addr=%s:%u",
+		opts->name != NULL ? opts->name : opts->proto->name, name,
 		ntohs(((struct sockaddr_in *)&ss)->sin_port));
 	l->next = listeners;
 	listeners = l;
@@ -370,7 +405,7 @@ void conn_set_max(size_t max)
 static bool conn_held(struct conn *c)
 {
 	return c->state != C_OPEN || c->paused || c->more != NULL ||
-	       conn_out_full(c);
+	       conn_out_full(c) || (c->tls != NULL && !c->tls_up);
 }
 
 void conn_consume(struct conn *c, size_t n)
@@ -393,7 +428,7 @@ enum conn_line conn_getline(struct conn *c, size_t max, char **line,
 	char *lf;
 	size_t n;
 
-	if (conn_held(c))
+	if (conn_held(c) || c->rn == 0)
 		return CONN_AGAIN;
 	if (c->skip_line) { /* the rest of an over-long line */
 		lf = memchr(c->rp, '\n', c->rn);
@@ -438,7 +473,9 @@ static void conn_stash(struct conn *c)
 {
 	if (c->rn == 0) {
 		c->in_len = 0;
-		if (c->in_cap > IN_KEEP) { /* give back a grown buffer */
+		/* Give back a grown buffer; with TLS every input passes
+		 * through it, and an idle connection keeps none. */
+		if (c->in_cap > (c->tls != NULL ? 0 : IN_KEEP)) {
 			free(c->in);
 			c->in = NULL;
 			c->in_cap = 0;
@@ -460,21 +497,29 @@ static void conn_stash(struct conn *c)
 	c->rp = c->in;
 }
 
-/* Plaintext arrives here; a TLS engine decrypts first. */
+/* Appends input to the connection's own buffer. Never while a handler
+ * runs: it holds pointers into that buffer. */
+static void conn_take(struct conn *c, const void *data, size_t n)
+{
+	assert(!c->dispatching);
+	if (c->in_len + n > c->in_cap) {
+		c->in_cap = c->in_len + n;
+		c->in = xrealloc(c->in, c->in_cap);
+	}
+	memcpy(c->in + c->in_len, data, n);
+	c->in_len += n;
+	c->rp = c->in;
+	c->rn = c->in_len;
+}
+
+/* Plaintext arrives here (conn_tls_pump takes TLS's decrypted input). */
 static void conn_feed(struct conn *c, char *data, size_t n)
 {
 	if (c->in_len == 0) {
 		c->rp = data; /* parse straight from the shared buffer */
 		c->rn = n;
 	} else {
-		if (c->in_len + n > c->in_cap) {
-			c->in_cap = c->in_len + n;
-			c->in = xrealloc(c->in, c->in_cap);
-		}
-		memcpy(c->in + c->in_len, data, n);
-		c->in_len += n;
-		c->rp = c->in;
-		c->rn = c->in_len;
+		conn_take(c, data, n);
 	}
 	conn_dispatch(c, CONN_DATAIN);
 }
@@ -488,7 +533,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 /* Forgets output not yet handed to the socket (the peer is gone). */
 static void conn_drop_output(struct conn *c)
 {
-	c->out_off = c->out_len = 0;
+	c->out.off = c->out.len = 0;
+	c->cout.off = c->cout.len = 0;
 	c->more = NULL;
 }
 
@@ -512,7 +558,31 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	 * client that trickles bytes but never reads still times out. */
 	if (!c->paused && c->wreq == NULL)
 		conn_arm(c);
-	conn_feed(c, buf->base, (size_t)nread);
+	if (c->tls == NULL) {
+		conn_feed(c, buf->base, (size_t)nread);
+		return;
+	}
+	if (!conn_tls_pump(c, buf->base, (size_t)nread))
+		return;
+	if (!c->tls_up && (br_ssl_engine_current_state(tls_engine(c->tls)) &
+			   BR_SSL_SENDAPP)) {
+		const char *d = tls_describe(c->tls), *sp = strchr(d, ' ');
+
+		c->tls_up = 1;
+		log_msg(LOG_INFO, c->proto->name,
+			"sid=%s event=tls version=%.*s cipher=%s", c->sid,
+			(int)(sp != NULL ? sp - d : 0), d,
+			sp != NULL ? sp + 1 : d);
+		conn_arm(c); /* the idle clock, no longer the handshake's */
+		conn_dispatch(c, CONN_TLS_READY);
+	}
+	conn_dispatch(c, CONN_DATAIN);
+	/* The peer's close_notify: an EOF, after what came before it. */
+	if (c->state == C_OPEN &&
+	    br_ssl_engine_current_state(tls_engine(c->tls)) == BR_SSL_CLOSED) {
+		conn_drop_output(c);
+		conn_close(c);
+	}
 }
 
 void conn_pause(struct conn *c)
@@ -567,17 +637,128 @@ static void on_write(uv_write_t *req, int status)
 	conn_dispatch(c, CONN_DATAIN);
 }
 
+static void outq_add(struct outq *q, const void *p, size_t n)
+{
+	if (n == 0)
+		return;
+	if (q->len + n > q->cap) {
+		q->cap = q->len + n < 512 ? 512 : 2 * (q->len + n);
+		q->p = xrealloc(q->p, q->cap);
+	}
+	memcpy(q->p + q->len, p, n);
+	q->len += n;
+}
+
+/* All of q was sent: it starts anew, keeping a small buffer (none for
+ * ciphertext: an idle TLS connection must stay small). */
+static void outq_sent(struct outq *q, size_t keep)
+{
+	q->off = q->len = 0;
+	if (q->cap > keep) {
+		free(q->p);
+		q->p = NULL;
+		q->cap = 0;
+	}
+}
+
+/* The TLS pump: the one place the engine is driven. in[0..n) is
+ * ciphertext just read (NULL when called to send). Loops while the engine
+ * makes progress:
+ *   - records it has made go to cout;
+ *   - decrypted input is appended to the connection's input (only from
+ *     the read side, so never under a running handler);
+ *   - ciphertext read goes in as the engine asks for it;
+ *   - queued plaintext goes in once the handshake is done, then is
+ *     flushed into a record (a reply must not wait for more).
+ * The engine takes a record at a time, so all of in[] is taken before
+ * this returns: the shared read buffer is free again. Returns false when
+ * the engine has failed: the connection is then closing, its output
+ * dropped. */
+static bool conn_tls_pump(struct conn *c, const char *in, size_t n)
+{
+	br_ssl_engine_context *eng = tls_engine(c->tls);
+	unsigned st;
+	bool more = true;
+	int err;
+
+	/* Each step asks the engine whether it may be taken now: a _buf
+	 * call answers NULL when not, and an _ack must not be for 0. */
+	while (more) {
+		unsigned char *buf;
+		size_t len, left = c->out.len - c->out.off;
+
+		more = false;
+		if ((buf = br_ssl_engine_sendrec_buf(eng, &len)) != NULL) {
+			outq_add(&c->cout, buf, len);
+			br_ssl_engine_sendrec_ack(eng, len);
+			more = true;
+		}
+		if (in != NULL &&
+		    (buf = br_ssl_engine_recvapp_buf(eng, &len)) != NULL) {
+			conn_take(c, buf, len);
+			br_ssl_engine_recvapp_ack(eng, len);
+			more = true;
+		}
+		if (n > 0 &&
+		    (buf = br_ssl_engine_recvrec_buf(eng, &len)) != NULL) {
+			len = len < n ? len : n;
+			memcpy(buf, in, len);
+			br_ssl_engine_recvrec_ack(eng, len);
+			in += len, n -= len;
+			more = true;
+		}
+		if (left > 0 &&
+		    (buf = br_ssl_engine_sendapp_buf(eng, &len)) != NULL) {
+			len = len < left ? len : left;
+			memcpy(buf, c->out.p + c->out.off, len);
+			br_ssl_engine_sendapp_ack(eng, len);
+			c->out.off += len;
+			if (len == left) {
+				outq_sent(&c->out, 0); /* idle: keep none */
+				br_ssl_engine_flush(eng, 0);
+			}
+			more = true;
+		}
+	}
+	st = br_ssl_engine_current_state(eng);
+	err = br_ssl_engine_last_error(eng);
+	/* Open, or closed by the peer's close_notify (error 0): the input
+	 * before it is delivered first (on_read). Bytes left unread can
+	 * only follow the closure. */
+	if ((st != BR_SSL_CLOSED && n == 0) ||
+	    (st == BR_SSL_CLOSED && err == BR_ERR_OK))
+		return true;
+	/* A failure: a bad record, plaintext on a TLS port, no shared
+	 * cipher, a certificate refused. */
+	if (c->state == C_OPEN) {
+		char name[32];
+		log_msg(LOG_INFO, c->proto->name,
+			"sid=%s event=tls-error error=%s handshake=%s", c->sid,
+			st != BR_SSL_CLOSED
+			    ? "stuck"
+			    : tls_error_name(err, name, sizeof name),
+			c->tls_up ? "done" : "failed");
+	}
+	conn_drop_output(c);
+	conn_close(c);
+	return false;
+}
+
 static void conn_flush(struct conn *c)
 {
+	struct outq *q = c->tls != NULL ? &c->cout : &c->out;
 	struct write_req *w;
 	uv_buf_t b;
 	int r;
 
-	if (c->out_off == c->out_len || c->wreq != NULL ||
-	    c->state == C_CLOSED || c->state == C_CONNECTING)
+	if (c->state == C_CLOSED || c->state == C_CONNECTING)
 		return;
-	b.base = c->out + c->out_off;
-	b.len = c->out_len - c->out_off;
+	if (c->tls != NULL && !conn_tls_pump(c, NULL, 0))
+		return;
+	if (q->off == q->len || c->wreq != NULL)
+		return;
+	b.base = q->p + q->off;
+	b.len = q->len - q->off;
 	r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 	if (r < 0 && r != UV_EAGAIN) {
 		conn_drop_output(c);
@@ -585,23 +766,17 @@ static void conn_flush(struct conn *c)
 		return;
 	}
 	if (r > 0)
-		c->out_off += (size_t)r;
-	if (c->out_off == c->out_len) { /* all written: the common case */
-		c->out_off = c->out_len = 0;
-		if (c->out_cap > OUT_KEEP) {
-			free(c->out);
-			c->out = NULL;
-			c->out_cap = 0;
-		}
+		q->off += (size_t)r;
+	if (q->off == q->len) { /* all written: the common case */
+		outq_sent(q, c->tls != NULL ? 0 : OUT_KEEP);
 		return;
 	}
 	/* The request takes the buffer along; the queue starts anew. */
-	b.base = c->out + c->out_off;
-	b.len = c->out_len - c->out_off;
+	b.base = q->p + q->off;
+	b.len = q->len - q->off;
 	w = xmalloc(sizeof *w);
-	*w = (struct write_req){.c = c, .buf = c->out};
-	c->out = NULL;
-	c->out_cap = c->out_off = c->out_len = 0;
+	*w = (struct write_req){.c = c, .buf = q->p};
+	*q = (struct outq){0};
 	c->wreq = w;
 	c->inflight = b.len;
 	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
@@ -613,13 +788,8 @@ void conn_write(struct conn *c, const void *p, size_t n)
 {
 	if (c->state == C_CLOSED || n == 0)
 		return;
-	if (c->out_len + n > c->out_cap) {
-		c->out_cap = c->out_len + n < 512 ? 512 : 2 * (c->out_len + n);
-		c->out = xrealloc(c->out, c->out_cap);
-	}
-	memcpy(c->out + c->out_len, p, n);
-	c->out_len += n;
-	if (c->out_len - c->out_off >= CONN_OUT_HIGH)
+	outq_add(&c->out, p, n);
+	if (c->out.len - c->out.off >= CONN_OUT_HIGH)
 		conn_flush(c);
 }
 
@@ -654,7 +824,9 @@ void conn_stream(struct conn *c, bool (*more)(struct conn *c, void *arg),
 
 bool conn_out_full(struct conn *c)
 {
-	return c->inflight + (c->out_len - c->out_off) > CONN_OUT_HIGH;
+	return c->inflight + (c->out.len - c->out.off) +
+		   (c->cout.len - c->cout.off) >
+	       CONN_OUT_HIGH;
 }
 
 /* Produces a stream while output has room, and sends output only once it
@@ -713,7 +885,21 @@ static void conn_settle(struct conn *c)
 	conn_stash(c);
 	conn_flush(c);
 	if (c->state == C_DRAINING) {
-		if (!c->paused && c->wreq == NULL && c->out_off == c->out_len)
+		if (c->tls != NULL && !c->paused) {
+			/* Plaintext that no handshake will carry is dropped;
+			 * after the last of it, a close_notify, so the peer
+			 * knows it has everything (RFC 5246 7.2.1). */
+			if (!c->tls_up)
+				c->out.off = c->out.len = 0;
+			if (c->tls_up && !c->tls_closed &&
+			    c->out.off == c->out.len) {
+				c->tls_closed = 1;
+				br_ssl_engine_close(tls_engine(c->tls));
+				conn_flush(c);
+			}
+		}
+		if (!c->paused && c->wreq == NULL && c->out.off == c->out.len &&
+		    c->cout.off == c->cout.len)
 			conn_finish(c);
 		return;
 	}
@@ -749,6 +935,17 @@ static void on_timer(uv_timer_t *t)
 		conn_settle(c);
 		break;
 	case C_OPEN:
+		if (c->tls != NULL && !c->tls_up) {
+			/* A stalled handshake: the protocol has nothing to
+			 * say that could reach the peer. */
+			log_msg(LOG_INFO, c->proto->name,
+				"sid=%s event=tls-error error=timeout "
+				"handshake=failed",
+				c->sid);
+			conn_drop_output(c);
+			conn_close(c);
+			break;
+		}
 		lifetime = c->expires != 0 && uv_now(t->loop) >= c->expires;
 		log_msg(LOG_INFO, c->proto->name, "sid=%s event=%s", c->sid,
 			lifetime ? "lifetime-exceeded" : "timeout");
@@ -869,6 +1066,72 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 size_t conn_count(void)
 {
 	return nconns;
+}
+
+/* --- TLS ------------------------------------------------------------------ */
+
+/* Puts t between the connection and its socket: a handshake begins, to
+ * end within CONN_TLS_HANDSHAKE seconds. t NULL (no credentials) closes. */
+static bool conn_tls_begin(struct conn *c, struct tls *t)
+{
+	if (t == NULL) {
+		log_msg(LOG_ERROR, c->proto->name,
+			"sid=%s event=tls-error error=no-engine", c->sid);
+		conn_drop_output(c);
+		conn_close(c);
+		return false;
+	}
+	c->tls = t;
+	c->tls_expires = uv_now(c->tcp.loop) + CONN_TLS_HANDSHAKE * 1000ull;
+	if (!c->paused && c->state == C_OPEN)
+		conn_arm(c);
+	return true;
+}
+
+/* Before a STARTTLS handshake: what was queued (the "220 Ready") goes
+ * out in clear, ahead of every record: it moves to cout, whose bytes go
+ * to the socket as they are (a write in flight may still be sending
+ * earlier ones). Input read so far is forgotten: what a client sent
+ * behind its STARTTLS is not protected by the handshake to come and must
+ * not be taken as if it were (CVE-2011-0411, RFC 3207 4.2). */
+static void conn_tls_switch(struct conn *c)
+{
+	assert(c->tls == NULL && !c->paused && c->more == NULL);
+	if (c->out.off < c->out.len)
+		outq_add(&c->cout, c->out.p + c->out.off,
+			 c->out.len - c->out.off);
+	outq_sent(&c->out, OUT_KEEP);
+	c->rn = 0;
+	c->skip_line = 0;
+}
+
+void conn_starttls(struct conn *c)
+{
+	if (c->state != C_OPEN)
+		return;
+	conn_tls_switch(c);
+	if (conn_tls_begin(c, tls_server_new()))
+		conn_flush(c);
+}
+
+void conn_starttls_client(struct conn *c, const char *server_name, bool verify)
+{
+	assert(server_name != NULL || !verify);
+	if (c->state != C_OPEN)
+		return;
+	conn_tls_switch(c);
+	if (conn_tls_begin(c, tls_client_new(server_name, verify)))
+		conn_flush(c); /* the ClientHello */
+}
+
+bool conn_tls(struct conn *c)
+{
+	return c->tls != NULL;
+}
+
+const char *conn_tls_info(struct conn *c)
+{
+	return c->tls != NULL && c->tls_up ? tls_describe(c->tls) : NULL;
 }
 
 /* --- who -------------------------------------------------------------------

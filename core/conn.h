@@ -3,10 +3,21 @@
  * the line reader, the write path, timeouts, per-IP and global limits and
  * an orderly close.
  *
- * It is the only code that knows libuv sockets (and, with TLS, BearSSL: the
- * engine sits in the write path, between the plaintext queue and the
- * socket, and in front of the reader). A connection owns its protocol and
- * session; protocols see events and these calls, never a socket.
+ * It is the only code that knows libuv sockets and BearSSL (through
+ * core/tls.h): a TLS engine sits in the write path, between the plaintext
+ * queue and the socket, and in front of the reader, so protocols read and
+ * write plaintext either way. A connection owns its protocol and session;
+ * protocols see events and these calls, never a socket.
+ *
+ * TLS: a listener with `tls` (implicit TLS, ports 465 and 995) starts every
+ * connection with a handshake; conn_starttls() (STARTTLS, STLS) and
+ * conn_starttls_client() (outbound) begin one on an open connection.
+ * Until it is done input is held back and output waits; then the protocol
+ * gets CONN_TLS_READY. A handshake that fails closes the connection (logged
+ * event=tls-error); one that takes longer than CONN_TLS_HANDSHAKE seconds
+ * or the idle timeout, whichever is shorter, too. A TLS connection costs
+ * about 23 KiB more than a plaintext one (core/tls.h), allocated only for
+ * it.
  *
  * Input: bytes are read into one buffer shared by every connection; only
  * what a protocol leaves unconsumed (an unfinished line, or input behind a
@@ -48,6 +59,9 @@
 #define CONN_IN_MAX	 (64u << 10) /* own buffer cap: one read + a line */
 #define CONN_OUT_HIGH	 (64u << 10) /* stop reading above this much output */
 #define CONN_CLOSE_GRACE 10	     /* seconds to drain output on close */
+#define CONN_TLS_HANDSHAKE                                                     \
+	30 /* seconds a handshake may take: a few round trips; a client        \
+	    * that stalls in it holds 23 KiB */
 #define CONN_BACKLOG                                                           \
 	511 /* listen(2) backlog: nginx's default,                             \
 	     * the kernel caps it at somaxconn */
@@ -55,13 +69,18 @@
 struct conn;
 
 enum conn_event {
-	CONN_OPEN,     /* an outbound connection is established */
-	CONN_DATAIN,   /* input is buffered: read it with conn_getline/peek */
-	CONN_TIMEOUT,  /* idle too long: write a farewell and conn_close() */
-	CONN_LIFETIME, /* the session's time is up (max_session_time): the
-			* same, with its own farewell */
-	CONN_SHUTDOWN, /* the server stops: write a farewell (not sent to a
-			* paused connection, whose reply is still due) */
+	CONN_OPEN,	/* an outbound connection is established */
+	CONN_DATAIN,	/* input is buffered: read it with conn_getline/peek */
+	CONN_TIMEOUT,	/* idle too long: write a farewell and conn_close() */
+	CONN_LIFETIME,	/* the session's time is up (max_session_time): the
+			 * same, with its own farewell */
+	CONN_SHUTDOWN,	/* the server stops: write a farewell (not sent to a
+			 * paused connection, whose reply is still due) */
+	CONN_TLS_READY, /* the TLS handshake is done (conn_tls_info says what
+			 * was agreed): after STARTTLS, forget everything
+			 * learnt before it (RFC 3207 4.2, RFC 2595 4). On an
+			 * implicit-TLS listener it comes after open(), whose
+			 * greeting has just gone out. */
 };
 
 struct conn_proto {
@@ -82,6 +101,9 @@ struct conn_listen_opts {
 	const struct config_listener *cfg;
 	const char *busy_reply; /* written when over max_conn_per_ip */
 	const char *full_reply; /* written when over the global cap */
+	bool tls;		/* implicit TLS: a handshake first (no busy or
+				 * full reply: a refused client is just closed) */
+	const char *name; /* for event=listening ("smtps"); NULL: proto's */
 };
 
 /* Starts listening on cfg->listen ("host:port", "[v6]:port"; port 0 picks
@@ -166,6 +188,35 @@ bool conn_out_full(struct conn *c);
 /* Closes after queued output is written. Idempotent. */
 void conn_close(struct conn *c);
 bool conn_closing(struct conn *c);
+
+/* --- TLS ---------------------------------------------------------------- */
+
+/* STARTTLS / STLS, server side: call from the handler after queuing the
+ * "220 Ready to start TLS" / "+OK Begin TLS negotiation" reply, then
+ * return. That reply goes out in clear; every input octet buffered so far
+ * (a command pipelined behind STARTTLS) is discarded (CVE-2011-0411); the
+ * handshake follows, then CONN_TLS_READY. Not on a connection that is
+ * already TLS, paused or streaming. Without credentials (tls_setup not
+ * run) the connection closes. */
+void conn_starttls(struct conn *c);
+
+/* The client side, for outbound connections (after the server's "220
+ * Ready", or at CONN_OPEN for implicit TLS): as conn_starttls, with a
+ * client engine. verify: the server's certificate must chain to the trust
+ * store and name server_name (required then); else any certificate is
+ * taken (opportunistic TLS). server_name is also sent as SNI. A failed
+ * handshake closes the connection (the protocol's free runs; a delivery
+ * may then retry without TLS if its policy allows). */
+void conn_starttls_client(struct conn *c, const char *server_name, bool verify);
+
+/* True once TLS has begun on c (implicit, or after conn_starttls*). */
+bool conn_tls(struct conn *c);
+
+/* "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256": version and cipher suite
+ * (OpenSSL's names) once the handshake is done, for Received: headers
+ * ("(using %s)") and logs; NULL on plaintext or before the handshake.
+ * Static storage. */
+const char *conn_tls_info(struct conn *c);
 
 /* --- who ---------------------------------------------------------------- */
 

@@ -730,6 +730,7 @@ static void pop3_event(struct conn *c, void *session, enum conn_event ev)
 		conn_close(c);
 		break;
 	case CONN_OPEN: /* outbound only */
+	case CONN_TLS_READY:
 		break;
 	case CONN_SHUTDOWN:
 		pop3_reply(s, "-ERR Server shutting down.");

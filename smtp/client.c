@@ -55,6 +55,7 @@ struct client {
 	bool size_ext;	   /* SIZE offered: MAIL takes SIZE= */
 	uint64_t size_max; /* 0: no SIZE limit given */
 	bool tls_done, authed;
+	bool tls_failed; /* the connection ended in the handshake */
 
 	/* The reply being read: code of its first line, lines joined. */
 	int code;
@@ -190,33 +191,27 @@ static void client_ehlo_line(struct client *cl, const char *kw)
 	}
 }
 
-/* Can this build speak TLS to the peer? The connection layer's TLS (the
- * BearSSL branch) provides conn_starttls_client(); until it is merged this
- * is the one place that says no. */
-static bool client_tls_available(void)
-{
-	return false;
-}
-
-/* Begins the handshake after the peer's "220 Ready to start TLS". */
+/* Begins the handshake after the peer's "220 Ready to start TLS" (RFC
+ * 3207): the connection layer runs it and says CONN_TLS_READY, or closes
+ * the connection when it fails. Verified (the chain to the trust store,
+ * the name) only when TLS is required: opportunistic TLS to an exchanger
+ * takes any certificate (RFC 7435) - better encrypted than not. */
 static void client_tls_start(struct client *cl)
 {
-	(void)cl;
-	fatal("event=tls-unavailable"); /* client_tls_available() said no */
+	conn_starttls_client(cl->c, cl->p->peer_name,
+			     cl->p->tls == CLIENT_TLS_REQUIRED);
 }
 
 /* After EHLO (or HELO): TLS, then AUTH, then the first message. */
 static void client_ready(struct client *cl)
 {
-	bool want_tls = !cl->tls_done && cl->starttls && client_tls_available();
-
-	if (want_tls) {
+	if (!cl->tls_done && cl->starttls && !cl->p->no_starttls) {
 		cl->state = CL_STARTTLS;
 		client_send(cl, "STARTTLS");
 		return;
 	}
-	if (cl->p->tls == CLIENT_TLS_REQUIRED && !cl->tls_done &&
-	    client_tls_available()) {
+	if (cl->p->tls == CLIENT_TLS_REQUIRED && !cl->tls_done) {
+		cl->code = 0;
 		client_fail(cl, "TLS is required, and the server does not "
 				"offer STARTTLS");
 		return;
@@ -633,6 +628,16 @@ static void client_event(struct conn *c, void *session, enum conn_event ev)
 		cl->code = 0;
 		client_fail(cl, "the server is shutting down");
 		break;
+	case CONN_TLS_READY:
+		/* RFC 3207 4.2: forget what EHLO said in clear; ask again. */
+		log_msg(LOG_INFO, "deliver", "sid=%s event=tls peer=%s tls=%s",
+			conn_sid(c), log_str(cl->peer),
+			log_str(conn_tls_info(c) ? conn_tls_info(c) : "-"));
+		cl->tls_done = true;
+		client_ehlo_reset(cl);
+		cl->state = CL_EHLO;
+		conn_printf(c, "EHLO %s\r\n", cl->p->helo);
+		break;
 	}
 	(void)c;
 }
@@ -644,7 +649,11 @@ static void client_free(void *session)
 	int err = conn_error(cl->c);
 
 	if (!cl->quit && cl->error[0] == '\0') {
-		if (err != 0)
+		cl->tls_failed = cl->state == CL_TLS;
+		if (cl->tls_failed)
+			snprintf(why, sizeof why,
+				 "TLS handshake with %s failed", cl->peer);
+		else if (err != 0)
 			snprintf(why, sizeof why, "connect to %s: %s", cl->peer,
 				 loop_strerror(err));
 		else
@@ -653,7 +662,7 @@ static void client_free(void *session)
 		cl->code = 0;
 		client_fail(cl, why); /* only records: conn is closing */
 	}
-	cl->ops->closed(cl->arg, cl->quit ? NULL : cl->error);
+	cl->ops->closed(cl->arg, cl->quit ? NULL : cl->error, cl->tls_failed);
 	free(cl);
 }
 

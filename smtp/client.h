@@ -73,9 +73,9 @@ struct client_msg {
 	bool eightbit; /* the body has octets over 127: BODY=8BITMIME */
 };
 
-/* TLS to the peer, once the connection layer has it (see client.c):
- * opportunistic for exchangers (STARTTLS when offered, any certificate,
- * RFC 7435), required and verified for the smarthost. */
+/* TLS to the peer (STARTTLS, RFC 3207): opportunistic for exchangers
+ * (when offered, any certificate: RFC 7435), required and verified for
+ * the smarthost (its chain to the trust store, its name). */
 enum client_tls {
 	CLIENT_TLS_OPPORTUNISTIC,
 	CLIENT_TLS_REQUIRED,
@@ -89,6 +89,7 @@ struct client_params {
 	const char *auth_user; /* NULL: no AUTH */
 	const char *auth_pass;
 	enum client_tls tls;
+	bool no_starttls; /* opportunistic TLS failed here before: clear */
 	unsigned connect_timeout, command_timeout; /* seconds */
 };
 
@@ -100,8 +101,9 @@ struct client_ops {
 	/* The connection is gone (from the loop, never inside
 	 * client_start). error: NULL after a QUIT, else why it ended
 	 * ("connect to mx[192.0.2.1]: connection refused"); a message that
-	 * was under way got done() first, with CLIENT_TEMP. */
-	void (*closed)(void *arg, const char *error);
+	 * was under way got done() first, with CLIENT_TEMP. tls_failed: it
+	 * ended in the TLS handshake. */
+	void (*closed)(void *arg, const char *error, bool tls_failed);
 };
 
 struct client;

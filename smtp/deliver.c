@@ -381,12 +381,22 @@ static void dl_done(void *arg, struct client_msg *cm)
 		dl_msg_settle(m);
 }
 
-static void dl_closed(void *arg, const char *error)
+static void dl_closed(void *arg, const char *error, bool tls_failed)
 {
 	struct dl_job *j = arg;
 	bool open = false;
 
 	j->cl = NULL;
+	/* Opportunistic TLS that fails is no reason not to deliver: the
+	 * same exchanger again, in clear (as Postfix's "may" level). */
+	if (tls_failed && j->params.tls == CLIENT_TLS_OPPORTUNISTIC &&
+	    !j->params.no_starttls && !dl.stopping) {
+		j->params.no_starttls = true;
+		for (struct dl_msg *m = j->msgs; m != NULL; m = m->next)
+			m->tried = 0; /* again on the new connection */
+		dl_job_connect(j);
+		return;
+	}
 	if (error != NULL) {
 		snprintf(j->error, sizeof j->error, "%s", error);
 		/* Messages never handed to this connection share its fate. */
@@ -426,6 +436,8 @@ static void dl_job_connect(struct dl_job *j)
 	else
 		((struct sockaddr_in *)&t->addr)->sin_port =
 		    htons((uint16_t)port);
+	if (strcmp(j->peer_name, t->host) != 0)
+		j->params.no_starttls = false; /* a new exchanger: TLS again */
 	snprintf(j->peer_name, sizeof j->peer_name, "%s", t->host);
 	j->serial = ++dl.serial;
 	j->cl =

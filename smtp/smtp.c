@@ -835,6 +835,7 @@ static void smtp_event(struct conn *c, void *session, enum conn_event ev)
 			    s->srv->cfg->hostname);
 		break;
 	case CONN_OPEN: /* outbound only */
+	case CONN_TLS_READY:
 		break;
 	}
 }

@@ -12,7 +12,9 @@
 #   4. stripped binary size, RSS at rest after event=ready
 #   5. POP3 retrieval (16 clients x own mailbox, 4 KiB and 1 MiB messages),
 #      pillarbox and Dovecot side by side
-#   6. outbound delivery to a local sink (tests/bench/outbound.py): 4 KiB
+#   6. TLS: full handshakes per server CPU-second, RSS per idle TLS
+#      connection (tests/bench/tls_bench.py)
+#   7. outbound delivery to a local sink (tests/bench/outbound.py): 4 KiB
 #      messages/s at max_concurrent 1, 4, 20 (Postfix's smtp-sink), and the
 #      time from the submission's 250 to the sink's 250 with an idle queue
 #
@@ -107,9 +109,11 @@ max_store_size = ${PB_STORE_MAX:-2G}
 max_connections = 10000
 [smtp]
 listen = 127.0.0.1:0
+smtps =
 max_connections_per_ip = 5000
 [pop3]
 listen = 127.0.0.1:0
+pop3s =
 login_delay = 0
 max_connections_per_ip = 5000
 EOF
@@ -501,7 +505,20 @@ if [ $DV_OK = 1 ]; then
 	done
 fi
 
-# ---- 6. outbound delivery ----------------------------------------------------
+# ---- 6. TLS ------------------------------------------------------------------
+# Full handshakes per second of server CPU (one core: the loop is one
+# thread) with openssl s_time clients, and the RSS an idle TLS connection
+# adds; see tests/bench/tls_bench.py.
+say "tls: $IDLE_N idle pop3s connections, handshakes for ${SECS}s"
+if python3 "$ROOT/tests/bench/tls_bench.py" "$BIN" "$W/tls" "$SECS" $IDLE_N \
+	>"$W/tls.out" 2>"$W/tls.err"; then
+	res "tls full handshakes ($(kv "$W/tls.out" cipher)): $(kv "$W/tls.out" per_cpu_s) per server CPU-second, $(kv "$W/tls.out" observed_per_s)/s observed"
+	res "tls idle $IDLE_N conns: $(kv "$W/tls.out" idle_kib_per_conn) KiB/conn RSS $(target "$(kv "$W/tls.out" idle_kib_per_conn)" '<=' 24 '<= 24 KiB')"
+else
+	fail tls "$(tail -n 1 "$W/tls.err")"
+fi
+
+# ---- 7. outbound delivery ----------------------------------------------------
 # Its own section (others edit this file too): tests/bench/outbound.py does
 # the work and prints key=value.
 outbound_bench() {

@@ -187,3 +187,39 @@ def wait_for(pred, timeout=15, what="condition"):
             return v
         time.sleep(0.02)
     raise AssertionError("timed out waiting for " + what)
+
+
+# ------------------------------------------------------------------ TLS
+
+def make_ca(directory, server_name):
+    """A test CA and a certificate for server_name signed by it (EC
+    P-256, openssl). Returns (ca_pem, cert_pem, key_pem) paths."""
+    import subprocess
+    d = str(directory)
+    ca_key, ca = d + "/ca-key.pem", d + "/ca.pem"
+    key, csr, cert = d + "/key.pem", d + "/srv.csr", d + "/cert.pem"
+    ext = d + "/ext.cnf"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+        "-out", ca_key)
+    run("openssl", "req", "-x509", "-new", "-key", ca_key, "-days", "2",
+        "-subj", "/CN=pillarbox test CA", "-out", ca,
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+        "-out", key)
+    run("openssl", "req", "-new", "-key", key, "-subj",
+        "/CN=" + server_name, "-out", csr)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\n"
+                "extendedKeyUsage=serverAuth\n" % server_name)
+    run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+        "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert)
+    return ca, cert, key
+
+
+def server_tls_context(cert, key):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx

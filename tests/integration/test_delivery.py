@@ -14,7 +14,8 @@ import time
 import pytest
 
 from helpers import pop3_messages, restart
-from mxutil import MX, DNSTable, free_port, plain_auth, wait_for
+from mxutil import (MX, DNSTable, free_port, make_ca, plain_auth,
+                    server_tls_context, wait_for)
 
 MX_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -196,40 +197,103 @@ def test_one_connection_for_several_recipients(make_server, dns, mx_port, mxs):
     assert len(m.rec.messages) == 1  # one transaction, one connection
 
 
-def test_smarthost_with_auth(make_server, dns, mx_port, mxs, tmp_path):
-    host = MX("127.0.0.5", mx_port, auth_require_tls=False,
+@pytest.fixture
+def relay_tls(tmp_path, monkeypatch, dns):
+    """A smarthost name in the test DNS and a certificate for it from a
+    test CA, which the server is told to trust."""
+    ca, cert, key = make_ca(tmp_path, "relay.test")
+    monkeypatch.setenv("PILLARBOX_TEST_TRUST_FILE", ca)
+    dns.a("relay.test", "127.0.0.5")
+    return server_tls_context(cert, key)
+
+
+def smarthost_server(make_server, dns, port, tmp_path, password, **kw):
+    pw = tmp_path / "pw"
+    pw.write_text(password + "\n")
+    return delivery_server(make_server, dns, port,
+                           smarthost="relay.test:%d" % port,
+                           smarthost_user="relayuser",
+                           smarthost_password_file=str(pw), **kw)
+
+
+def test_smarthost_with_auth_over_verified_tls(make_server, dns, mx_port, mxs,
+                                              tmp_path, relay_tls):
+    host = MX("127.0.0.5", mx_port, tls_context=relay_tls,
+              require_starttls=True,
               authenticator=plain_auth("relayuser", "s3cret"))
     mxs.append(host)
-    pw = tmp_path / "pw"
-    pw.write_text("s3cret\n")
-    s = delivery_server(make_server, dns, mx_port,
-                        smarthost="127.0.0.5:%d" % mx_port,
-                        smarthost_user="relayuser",
-                        smarthost_password_file=str(pw))
+    s = smarthost_server(make_server, dns, mx_port, tmp_path, "s3cret")
     submit(s, ["x@anywhere.test", "y@elsewhere.test"], tag="smarthost")
     msgs = host.rec.wait(1)
     assert sorted(msgs[0][2]) == ["x@anywhere.test", "y@elsewhere.test"]
-    assert dns.resolver.queries == []  # no MX lookup at all
-    assert "s3cret" not in s.log_text()
-    assert "event=auth user=relayuser" in s.log_text()
+    # only the smarthost's own address was looked up: no MX lookups
+    assert all(q[0] == "relay.test" for q in dns.resolver.queries)
+    log = s.log_text()
+    assert "s3cret" not in log
+    assert "event=auth user=relayuser" in log
+    assert re.search(r"event=tls peer=relay.test\S* tls=TLSv1.2", log)
 
 
 def test_smarthost_wrong_password_defers(make_server, dns, mx_port, mxs,
-                                         tmp_path):
-    host = MX("127.0.0.5", mx_port, auth_require_tls=False,
+                                         tmp_path, relay_tls):
+    host = MX("127.0.0.5", mx_port, tls_context=relay_tls,
               authenticator=plain_auth("relayuser", "s3cret"))
     mxs.append(host)
-    pw = tmp_path / "pw"
-    pw.write_text("wrong\n")
-    s = delivery_server(make_server, dns, mx_port, retry_schedule="1h",
-                        smarthost="127.0.0.5:%d" % mx_port,
-                        smarthost_user="relayuser",
-                        smarthost_password_file=str(pw))
+    s = smarthost_server(make_server, dns, mx_port, tmp_path, "wrong",
+                         retry_schedule="1h")
     submit(s, ["x@anywhere.test"], tag="badauth")
     q = wait_for(lambda: [l for l in queue(s) if "AUTH" in l],
                  what="a deferred entry")
     assert "535" in q[0]
     assert host.rec.messages == []
+
+
+def test_smarthost_needs_tls(make_server, dns, mx_port, mxs, tmp_path,
+                             relay_tls):
+    """No STARTTLS offered, or a certificate the trust store does not
+    vouch for: nothing is sent, not even the password."""
+    host = MX("127.0.0.5", mx_port, auth_require_tls=False,
+              authenticator=plain_auth("relayuser", "s3cret"))
+    mxs.append(host)
+    s = smarthost_server(make_server, dns, mx_port, tmp_path, "s3cret",
+                         retry_schedule="1h")
+    submit(s, ["x@anywhere.test"], tag="notls")
+    q = wait_for(lambda: [l for l in queue(s) if "TLS is required" in l],
+                 what="a deferred entry")
+    assert "x@anywhere.test" in q[0]
+    assert host.rec.messages == []
+
+
+def test_smarthost_untrusted_certificate(make_server, dns, mx_port, mxs,
+                                         tmp_path, monkeypatch, relay_tls):
+    other = tmp_path / "other"
+    other.mkdir()
+    ca2, _, _ = make_ca(other, "relay.test")
+    monkeypatch.setenv("PILLARBOX_TEST_TRUST_FILE", ca2)  # not the signer
+    host = MX("127.0.0.5", mx_port, tls_context=relay_tls,
+              authenticator=plain_auth("relayuser", "s3cret"))
+    mxs.append(host)
+    s = smarthost_server(make_server, dns, mx_port, tmp_path, "s3cret",
+                         retry_schedule="1h")
+    submit(s, ["x@anywhere.test"], tag="untrusted")
+    q = wait_for(lambda: [l for l in queue(s) if "TLS handshake" in l],
+                 what="a deferred entry")
+    assert host.rec.messages == []
+
+
+def test_opportunistic_tls_to_mx(make_server, dns, mx_port, mxs, tmp_path):
+    """An exchanger offering STARTTLS gets it, with any certificate (a
+    self-signed one here, from no CA the server knows)."""
+    _, cert, key = make_ca(tmp_path, "mx1.remote.test")
+    dns.mx("remote.test", (10, "mx1.remote.test"))
+    dns.a("mx1.remote.test", "127.0.0.2")
+    m = MX("127.0.0.2", mx_port, tls_context=server_tls_context(cert, key),
+           require_starttls=True)
+    mxs.append(m)
+    s = delivery_server(make_server, dns, mx_port)
+    submit(s, ["bob@remote.test"], tag="otls")
+    m.rec.wait(1)
+    assert re.search(r"event=tls peer=mx1.remote.test", s.log_text())
 
 
 def test_kill9_during_delivery_loses_nothing(make_server, dns, mx_port, mxs):

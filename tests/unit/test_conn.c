@@ -119,6 +119,7 @@ static void tp_event(struct conn *c, void *session, enum conn_event ev)
 
 	switch (ev) {
 	case CONN_OPEN:
+	case CONN_TLS_READY:
 		return;
 	case CONN_LIFETIME:
 		stats.lifetimes++;

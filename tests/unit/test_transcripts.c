@@ -477,7 +477,11 @@ static int free_port(void)
 static int listen_on(struct config_listener *cfg, const struct conn_proto *p,
 		     void *ctx, const char *busy, const char *full)
 {
-	struct conn_listen_opts opts = {p, ctx, cfg, busy, full};
+	struct conn_listen_opts opts = {.proto = p,
+					.ctx = ctx,
+					.cfg = cfg,
+					.busy_reply = busy,
+					.full_reply = full};
 
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int port = free_port();
