@@ -941,6 +941,11 @@ int deliver_start(const struct config *cfg, struct store *st)
 
 	dl.cfg = cfg;
 	dl.st = st;
+	if (d->mx_port > 65535) {
+		fprintf(stderr, "pillarbox: [delivery] mx_port %u is no port\n",
+			d->mx_port);
+		return -1;
+	}
 	if (d->smarthost[0] != '\0') {
 		colon = strrchr(d->smarthost, ':');
 		dl.smarthost_port = (unsigned)atoi(colon + 1);
