@@ -2,7 +2,7 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I.
-PKGS     = libuv lmdb inih libcrypt
+PKGS     = libuv lmdb inih libcrypt libcares libidn2
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lbearssl -lresolv
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -10,16 +10,17 @@ BASE  = base/log.c
 STORE = store/store.c store/commit.c store/map.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
 	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c \
-	core/tls.c core/x509.c
+	core/dns.c core/tls.c core/x509.c
 SMTP  = smtp/smtp.c smtp/relay.c smtp/auth.c smtp/sender.c smtp/addr.c smtp/data.c smtp/parse.c \
-	smtp/from.c
+	smtp/from.c smtp/dsn.c smtp/client.c smtp/deliver.c
 POP3  = pop3/pop3.c pop3/parse.c
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
 MAIN  = app/main.c
 HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h)
 
 UNIT  = test_addr test_cmd test_netaddr test_data test_conn test_event test_relay test_control test_store \
-	test_smtp_parse test_pop3_parse test_transcripts test_tls test_from
+	test_smtp_parse test_pop3_parse test_transcripts test_from test_dns \
+	test_dsn test_config test_tls
 
 all: build/pillarbox
 asan: build/asan/pillarbox

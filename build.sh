@@ -13,9 +13,9 @@ cd "$(dirname "$0")"
 # tests drive (pytest with smtplib/poplib/ssl, swaks with its TLS module,
 # msmtp, fetchmail, openssl to make and read test certificates).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
-	libc-ares-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
-	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail openssl fail2ban
-	strace mount)
+	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
+	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail openssl
+	fail2ban strace mount python3-dnslib python3-aiosmtpd postfix)
 
 deps() {
 	local missing=() p

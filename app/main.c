@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/control.h"
+#include "core/dns.h"
 #include "core/event.h"
 #include "core/loop.h"
 #include "core/relay.h"
@@ -25,6 +26,8 @@
 #include "base/log.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
+#include "smtp/deliver.h"
+#include "smtp/dsn.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
 
@@ -43,6 +46,8 @@ static const char usage[] =
     "                                 ID <SENDER> <RECIPIENT> attempts=N\n"
     "                                 next=TIME (UTC, ISO 8601) error=TEXT\n"
     "  queue show ID                  the queued message's stored bytes\n"
+    "  queue flush [ID]               the running server retries now\n"
+    "  queue delete ID | queue bounce ID\n"
     "  grants                         the running server's POP-before-SMTP\n"
     "                                 grants, one a line: ADDRESS USER\n"
     "                                 EXPIRES (UTC, ISO 8601) SECONDS-LEFT\n"
@@ -128,6 +133,7 @@ static void on_all_closed(void *arg)
 	struct server *srv = arg;
 
 	store_commit_stop(srv->st);
+	dns_cleanup();
 	control_stop();
 	uv_close((uv_handle_t *)&srv->sigterm, NULL);
 	uv_close((uv_handle_t *)&srv->sigint, NULL);
@@ -173,7 +179,9 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	srv->stopping = true;
 	log_msg(LOG_INFO, "core", "event=stopping signal=%d connections=%zu",
 		signum, conn_count());
-	/* Stop accepting, say goodbye, let in-flight commits finish. */
+	/* Stop accepting, say goodbye, let in-flight commits finish;
+	 * outbound connections end too, their results committed. */
+	deliver_stop();
 	conn_shutdown(on_all_closed, srv);
 }
 
@@ -201,9 +209,29 @@ static void control_grants(struct control_out *o, const char *arg, void *ctx)
 	relay_grants_each(control_grant_line, o);
 }
 
+/* QUEUE-FLUSH [ID]: retry the queue (or one message) now. */
+static void control_queue_flush(struct control_out *o, const char *arg,
+				void *ctx)
+{
+	char *end;
+	uint64_t id = 0;
+
+	(void)ctx;
+	if (arg[0] != '\0') {
+		errno = 0;
+		id = strtoull(arg, &end, 16);
+		if (errno != 0 || *end != '\0' || id == 0) {
+			control_error(o, "bad message id");
+			return;
+		}
+	}
+	deliver_flush(id);
+}
+
 /* What the control socket answers: a row per command. */
 static const struct control_cmd control_cmds[] = {
     {"GRANTS", CMD_ARG_NONE, control_grants},
+    {"QUEUE-FLUSH", CMD_ARG_ANY, control_queue_flush},
 };
 
 /* `pillarbox grants`: asks the running server (only it knows). */
@@ -213,10 +241,13 @@ static void print_control_line(const char *text, void *arg)
 	printf("%s\n", text);
 }
 
-static int cli_grants(const struct config *cfg)
+/* Asks the running server (GRANTS, QUEUE-FLUSH); what is the verb for
+ * messages. */
+static int cli_control(const struct config *cfg, const char *request,
+		       const char *what)
 {
 	char err[CONTROL_LINE_MAX];
-	int r = control_request(cfg->data_dir, "GRANTS", print_control_line,
+	int r = control_request(cfg->data_dir, request, print_control_line,
 				NULL, err, sizeof err);
 
 	fflush(stdout);
@@ -230,7 +261,7 @@ static int cli_grants(const struct config *cfg)
 			"pillarbox: the server did not answer within %d s\n",
 			CONTROL_REQUEST_TIMEOUT_MS / 1000);
 	else if (r == -EBADMSG)
-		fprintf(stderr, "pillarbox: grants: %s\n", err);
+		fprintf(stderr, "pillarbox: %s: %s\n", what, err);
 	else if (r < 0)
 		fprintf(stderr, "pillarbox: %s/%s: %s\n", cfg->data_dir,
 			CONTROL_SOCKET, strerror(-r));
@@ -241,7 +272,7 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	uint64_t commits, jobs;
+	uint64_t commits, jobs, delivered, bounced, deferred;
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -266,7 +297,18 @@ static int serve(struct config *cfg)
 	}
 	event_subscribe(count_login, &srv);
 	relay_init(cfg);
+	if (dns_init(cfg->delivery.resolver) < 0) {
+		store_close(srv.st);
+		return 1;
+	}
 	r = store_commit_start(srv.st, loop);
+	if (r == 0 && deliver_start(cfg, srv.st) < 0) {
+		store_commit_stop(srv.st);
+		dns_cleanup();
+		uv_run(loop, UV_RUN_DEFAULT);
+		store_close(srv.st);
+		return 2;
+	}
 	if (r == 0)
 		r = control_start(cfg->data_dir, control_cmds,
 				  sizeof control_cmds / sizeof *control_cmds,
@@ -288,6 +330,10 @@ static int serve(struct config *cfg)
 		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
 			      &srv.smtps, srv.submission.busy_reply,
 			      srv.submission.full_reply, true, "smtps");
+	if (r == 0)
+		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
+			      &cfg->submission, srv.submission.busy_reply,
+			      srv.submission.full_reply, false, NULL);
 	if (r == 0)
 		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
 			      &cfg->submission, srv.submission.busy_reply,
@@ -323,12 +369,16 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
+	deliver_stats(&delivered, &bounced, &deferred);
 	log_msg(
 	    LOG_INFO, "core",
-	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu",
+	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu "
+	    "delivered=%llu bounced=%llu deferred=%llu",
 	    (unsigned long long)commits, (unsigned long long)jobs,
 	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
-	    (unsigned long long)srv.logins);
+	    (unsigned long long)srv.logins, (unsigned long long)delivered,
+	    (unsigned long long)bounced, (unsigned long long)deferred);
+	deliver_cleanup();
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
@@ -470,6 +520,78 @@ static int show_queued(struct store_txn *txn, const char *arg)
 	return 0;
 }
 
+/* The entries of one message, copied out of a walk (the store must not
+ * change under a cursor). */
+struct queue_pick {
+	uint64_t id;
+	struct store_queue_entry *e;
+	size_t n;
+};
+
+static int queue_pick_one(const struct store_queue_entry *e, void *arg)
+{
+	struct queue_pick *qp = arg;
+	struct store_queue_entry *c;
+
+	if (e->id != qp->id)
+		return 0;
+	qp->e = xrealloc(qp->e, (qp->n + 1) * sizeof *qp->e);
+	c = &qp->e[qp->n++];
+	*c = *e;
+	c->sender = xstrdup(e->sender);
+	c->recipient = xstrdup(e->recipient);
+	c->last_error = xstrdup(e->last_error);
+	return 0;
+}
+
+static void queue_pick_free(struct queue_pick *qp)
+{
+	for (size_t i = 0; i < qp->n; i++) {
+		free((char *)qp->e[i].sender);
+		free((char *)qp->e[i].recipient);
+		free((char *)qp->e[i].last_error);
+	}
+	free(qp->e);
+}
+
+/* `queue delete ID` and `queue bounce ID`: every recipient of message
+ * ID, in the CLI's write transaction (a server delivering it meanwhile
+ * finds the entries gone when it records its attempt). */
+static int cli_queue_remove(const struct config *cfg, struct store_txn *txn,
+			    const char *arg, bool bounce)
+{
+	struct queue_pick qp = {0};
+	struct dsn_rcpt *rcpts = NULL;
+	char *end;
+	int r;
+
+	errno = 0;
+	qp.id = strtoull(arg, &end, 16);
+	if (errno != 0 || *end != '\0' || qp.id == 0)
+		return -EINVAL;
+	r = store_queue_list(txn, queue_pick_one, &qp);
+	if (r == 0 && qp.n == 0)
+		r = -ENOENT;
+	if (r == 0 && bounce) {
+		rcpts = xcalloc(qp.n, sizeof *rcpts);
+		for (size_t i = 0; i < qp.n; i++)
+			rcpts[i] = (struct dsn_rcpt){
+			    qp.e[i].recipient, NULL,
+			    "550 5.0.0 returned by the postmaster"};
+		r = deliver_bounce(txn, cfg, qp.id, qp.e[0].sender,
+				   (time_t)qp.e[0].arrival, rcpts, qp.n);
+		if (r == 1)
+			printf("bounce queued for <%s>; `pillarbox queue "
+			       "flush` sends it now\n",
+			       qp.e[0].sender);
+	}
+	for (size_t i = 0; r >= 0 && i < qp.n; i++)
+		r = store_queue_del(txn, qp.id, qp.e[i].recipient);
+	free(rcpts);
+	queue_pick_free(&qp);
+	return r < 0 ? r : 0;
+}
+
 /* Is domain set in the config file (so `domain del` cannot remove it)? */
 struct in_config {
 	const char *domain;
@@ -549,6 +671,8 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 		r = store_queue_list(txn, print_queue, NULL);
 	} else if (IS("queue", "show", 1)) {
 		r = show_queued(txn, arg);
+	} else if (IS("queue", "delete", 1) || IS("queue", "bounce", 1)) {
+		r = cli_queue_remove(cfg, txn, arg, verb[0] == 'b');
 	} else {
 		fputs(usage, stderr);
 		return 2;
@@ -650,6 +774,13 @@ int main(int argc, char **argv)
 	if (strcmp(args[0], "serve") == 0 && n == 1)
 		return serve(&cfg);
 	if (strcmp(args[0], "grants") == 0 && n == 1)
-		return cli_grants(&cfg);
+		return cli_control(&cfg, "GRANTS", "grants");
+	if (strcmp(args[0], "queue") == 0 && n >= 2 && n <= 3 &&
+	    strcmp(args[1], "flush") == 0) {
+		char req[64];
+		snprintf(req, sizeof req, "QUEUE-FLUSH%s%.40s",
+			 n == 3 ? " " : "", n == 3 ? args[2] : "");
+		return cli_control(&cfg, req, "queue flush");
+	}
 	return cli(&cfg, n, args);
 }

@@ -2,6 +2,7 @@
 #include "core/config.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -47,6 +48,18 @@ void config_defaults(struct config *c)
 	/* Below the usual 1024 descriptors a process may open. */
 	c->max_connections = 1000;
 	c->login_delay = 2;
+	/* Outbound delivery: Postfix's and Exim's habits for the schedule
+	 * (a quick second try, then longer waits) and for the limits; the
+	 * timeouts are RFC 5321 4.5.3.2's five minutes. */
+	c->delivery.mx_port = 25;
+	static const unsigned retry[] = {60, 300, 900, 3600, 4 * 3600};
+	memcpy(c->delivery.retry, retry, sizeof retry);
+	c->delivery.nretry = sizeof retry / sizeof *retry;
+	c->delivery.bounce_after = 5 * 86400; /* RFC 5321 4.5.4.1: 4-5 days */
+	c->delivery.max_concurrent = 20;
+	c->delivery.max_per_domain = 4;
+	c->delivery.connect_timeout = 300; /* 4.5.3.2.1: initial 220 */
+	c->delivery.command_timeout = 300; /* 4.5.3.2.2-4: MAIL, RCPT */
 	/* TLS */
 	strcpy(c->smtps, "127.0.0.1:2465");
 	strcpy(c->pop3s, "127.0.0.1:2995");
@@ -54,10 +67,26 @@ void config_defaults(struct config *c)
 }
 
 /* NETS is a list of networks (relay_networks); CHOICE one of choices,
- * stored as its index in an enum; BOOL is "yes" or "no"; PATH a struct
- * config_path (the line is kept); TLSVER "1.2", the one version BearSSL
- * has, accepted so that a config can say so. */
-enum kind { STR, NAME, LISTEN, SIZE, UINT, NETS, CHOICE, BOOL, PATH, TLSVER };
+ * stored as its index in an enum; BOOL is "yes" or "no"; HOSTPORT is
+ * "name:port" or a LISTEN address ("" allowed); DURATION a number of
+ * seconds with an optional unit (s, m, h, d); SCHEDULE the retry list;
+ * PATH a struct config_path (the line is kept); TLSVER "1.2", the one
+ * version BearSSL has, accepted so that a config can say so. */
+enum kind {
+	STR,
+	NAME,
+	LISTEN,
+	SIZE,
+	UINT,
+	NETS,
+	CHOICE,
+	BOOL,
+	HOSTPORT,
+	DURATION,
+	SCHEDULE,
+	PATH,
+	TLSVER
+};
 
 /* A config key: where its value goes, what it may be. Numbers below min
  * are refused (a timeout of 0 would drop every client at once). */
@@ -112,6 +141,20 @@ static const struct key keys[] = {
     NUM_KEY("pop3", "max_session_time", UINT, pop3.max_session_time, 0),
     NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
     NUM_KEY("pop3", "require_tls_for_auth", BOOL, pop3_require_tls, 0),
+    STR_KEY("delivery", "smarthost", HOSTPORT, delivery.smarthost),
+    STR_KEY("delivery", "smarthost_user", STR, delivery.smarthost_user),
+    STR_KEY("delivery", "smarthost_password_file", STR,
+	    delivery.smarthost_password_file),
+    STR_KEY("delivery", "resolver", LISTEN, delivery.resolver),
+    NUM_KEY("delivery", "mx_port", UINT, delivery.mx_port, 1),
+    NUM_KEY("delivery", "retry_schedule", SCHEDULE, delivery.retry, 0),
+    NUM_KEY("delivery", "bounce_after", DURATION, delivery.bounce_after, 1),
+    NUM_KEY("delivery", "max_concurrent", UINT, delivery.max_concurrent, 1),
+    NUM_KEY("delivery", "max_per_domain", UINT, delivery.max_per_domain, 1),
+    NUM_KEY("delivery", "connect_timeout", DURATION, delivery.connect_timeout,
+	    1),
+    NUM_KEY("delivery", "command_timeout", DURATION, delivery.command_timeout,
+	    1),
     /* TLS */
     STR_KEY("tls", "cert", PATH, tls.cert),
     STR_KEY("tls", "key", PATH, tls.key),
@@ -153,6 +196,82 @@ static int parse_size(const char *s, uint64_t *out)
 		return -1; /* junk after the number, or it overflows */
 	*out = (uint64_t)v << shift;
 	return 0;
+}
+
+int config_parse_duration(const char *s, unsigned *secs)
+{
+	unsigned long long v, unit = 1;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end != '\0') {
+		const char *units = "smhd", *u = strchr(units, *end);
+		static const unsigned long long mult[] = {1, 60, 3600, 86400};
+		if (u == NULL)
+			return -1;
+		unit = mult[u - units];
+		end++;
+	}
+	if (*end != '\0' || v > UINT32_MAX / unit)
+		return -1;
+	*secs = (unsigned)(v * unit);
+	return 0;
+}
+
+int config_parse_schedule(const char *s, unsigned *out, size_t max, size_t *n)
+{
+	char buf[CONFIG_STR_MAX], *save, *tok;
+	size_t i = 0;
+
+	if (strlen(s) >= sizeof buf)
+		return -1;
+	strcpy(buf, s);
+	for (tok = strtok_r(buf, ", \t", &save); tok != NULL;
+	     tok = strtok_r(NULL, ", \t", &save)) {
+		if (i == max || config_parse_duration(tok, &out[i]) < 0 ||
+		    out[i] == 0)
+			return -1;
+		i++;
+	}
+	if (i == 0)
+		return -1;
+	*n = i;
+	return 0;
+}
+
+unsigned config_retry_delay(const struct config_delivery *d, unsigned attempts)
+{
+	assert(d->nretry > 0);
+	if (attempts == 0)
+		return 0;
+	return d->retry[attempts <= d->nretry ? attempts - 1 : d->nretry - 1];
+}
+
+/* "host:port" for a peer we connect to: a LISTEN address, or a DNS name
+ * (letters, digits, '-', '.') with a port from 1 to 65535. */
+static bool config_hostport_ok(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	struct sockaddr_storage ss;
+	char *end;
+	long port;
+
+	if (config_parse_listen(s, &ss) == 0)
+		return true;
+	if (colon == NULL || colon == s || colon[1] == '\0')
+		return false;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 1 || port > 65535)
+		return false;
+	for (const char *p = s; p < colon; p++)
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.')
+			return false;
+	return true;
 }
 
 /* A host name for greetings and Received:: letters, digits, '-', '.'. */
@@ -271,6 +390,23 @@ static int on_key(void *user, const char *section, const char *name,
 				strcpy(ld->err, err);
 			return 0;
 		}
+		if (k->kind == SCHEDULE) {
+			struct config_delivery *d = &ld->c->delivery;
+			size_t n;
+			if (config_parse_schedule(value, d->retry,
+						  CONFIG_RETRY_MAX, &n) < 0)
+				goto bad;
+			d->nretry = n;
+			return 1;
+		}
+		if (k->kind == DURATION) {
+			unsigned secs;
+			if (config_parse_duration(value, &secs) < 0 ||
+			    secs < k->min)
+				goto bad;
+			*(unsigned *)field = secs;
+			return 1;
+		}
 		if (k->kind == CHOICE || k->kind == BOOL) {
 			static const char *const yes_no[] = {"no", "yes", NULL};
 			const char *const *ch =
@@ -305,9 +441,12 @@ static int on_key(void *user, const char *section, const char *name,
 			cp->line = ld->line;
 			return 1;
 		}
-		if (k->kind == STR || k->kind == NAME || k->kind == LISTEN) {
+		if (k->kind == STR || k->kind == NAME || k->kind == LISTEN ||
+		    k->kind == HOSTPORT) {
 			if (strlen(value) >= k->len ||
 			    (k->kind == NAME && !config_name_ok(value)) ||
+			    (k->kind == HOSTPORT && value[0] != '\0' &&
+			     !config_hostport_ok(value)) ||
 			    (k->kind == LISTEN && value[0] != '\0' &&
 			     config_parse_listen(value, &ss) < 0))
 				goto bad;

@@ -44,6 +44,26 @@ enum config_sender_check {
 	CONFIG_SENDER_OFF,    /* any sender */
 };
 
+/* retry_schedule intervals at most: a schedule longer than this is better
+ * written with a longer last interval, which repeats. */
+#define CONFIG_RETRY_MAX 16
+
+/* [delivery]: outbound mail (smtp/deliver.c). Durations are seconds. */
+struct config_delivery {
+	char smarthost[CONFIG_STR_MAX]; /* "host:port"; "" = direct to MX */
+	char smarthost_user[CONFIG_STR_MAX];	      /* "" = no AUTH */
+	char smarthost_password_file[CONFIG_STR_MAX]; /* its first line */
+	char resolver[CONFIG_STR_MAX];	  /* DNS server "ip:port"; "" = the
+					   * system's (resolv.conf) */
+	unsigned mx_port;		  /* 25 */
+	unsigned retry[CONFIG_RETRY_MAX]; /* waits after each failure; the
+					   * last one repeats */
+	size_t nretry;
+	unsigned bounce_after; /* a message undelivered this long bounces */
+	unsigned max_concurrent, max_per_domain; /* outbound connections */
+	unsigned connect_timeout, command_timeout;
+};
+
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
@@ -84,13 +104,15 @@ struct config {
 	char pop3s[CONFIG_STR_MAX]; /* "" = off */
 
 	char file[CONFIG_STR_MAX]; /* the file config_load read; "" = none */
+
+	struct config_delivery delivery;
 };
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
- * 127.0.0.1:2525 (implicit TLS on 2465), submission on 127.0.0.1:2587, POP3
- * on 127.0.0.1:2110 (implicit TLS on 2995), domain localhost; no relay
- * network, POP-before-SMTP for 1800 s, strict sender check, AUTH only over
- * TLS. */
+ * 127.0.0.1:2525 (implicit TLS on 2465), submission on 127.0.0.1:2587,
+ * POP3 on 127.0.0.1:2110 (implicit TLS on 2995), domain localhost; no
+ * relay network, POP-before-SMTP for 1800 s, strict sender check, AUTH
+ * only over TLS; delivery to each domain's MX on port 25. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line
@@ -100,6 +122,20 @@ int config_load(struct config *c, const char *file);
 /* Parses a listen address, "host:port" or "[v6]:port", into ss.
  * Returns 0, or -1 when it is not one. */
 int config_parse_listen(const char *s, struct sockaddr_storage *ss);
+
+/* Parses a duration: a number with an optional unit, s, m, h or d ("90",
+ * "5m", "4h", "5d") into seconds. 0, or -1 when it is not one (or does not
+ * fit in an unsigned). */
+int config_parse_duration(const char *s, unsigned *secs);
+
+/* Parses a retry schedule, durations separated by commas and/or spaces
+ * ("1m, 5m, 15m, 1h, 4h"), into out[0..*n), at most max of them, each
+ * at least 1 s. 0, or -1 (empty, a bad duration, too many). */
+int config_parse_schedule(const char *s, unsigned *out, size_t max, size_t *n);
+
+/* The wait after a delivery attempt's failure number `attempts` (1 for
+ * the first): its interval in the schedule, or the last one repeated. */
+unsigned config_retry_delay(const struct config_delivery *d, unsigned attempts);
 
 /* Calls fn for each domain of the comma list (trimmed, non-empty). */
 void config_each_domain(const struct config *c,

@@ -19,6 +19,16 @@ uv_loop_t *loop_get(void)
 	return the_loop;
 }
 
+uint64_t loop_now_ms(void)
+{
+	return uv_now(loop_get());
+}
+
+const char *loop_strerror(int err)
+{
+	return uv_strerror(err);
+}
+
 struct work {
 	uv_work_t req;
 	void (*work)(void *arg);

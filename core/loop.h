@@ -18,6 +18,13 @@ uv_loop_t *loop_get(void);
  * work must touch nothing the loop thread uses meanwhile. */
 void loop_work(void (*work)(void *arg), void (*after)(void *arg), void *arg);
 
+/* The text of a negative libuv error (conn_error()'s): "connection
+ * refused". Static storage. */
+const char *loop_strerror(int err);
+
+/* The loop's clock in milliseconds (cached at each loop turn). */
+uint64_t loop_now_ms(void);
+
 /* A one-shot timer owned by its caller. */
 struct timer;
 

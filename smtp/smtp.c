@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "core/cmd.h"
 #include "smtp/addr.h"
+#include "smtp/deliver.h"
 #include "smtp/parse.h"
 
 #define SMTP_DATE_MAX	     64 /* "Mon, 23 Nov 2026 13:49:53 +0000" and room */
@@ -592,6 +593,8 @@ static void smtp_store_done(void *arg, int rc)
 	if (rc == 0) {
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
+		if (tx->remote.n > 0)
+			deliver_wake(); /* on its way at once */
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at

@@ -984,6 +984,46 @@ int store_queue_del(struct store_txn *t, uint64_t id, const char *recipient)
 	return ref_change(t, id, -1);
 }
 
+/* The value after the two strings may hold u64 arrival (written by the
+ * first retry: until then next_attempt, set when the entry was queued, is
+ * its arrival). */
+int store_queue_retry(struct store_txn *t, uint64_t id, const char *recipient,
+		      uint64_t next_attempt, const char *last_error)
+{
+	unsigned char kb[8 + STORE_ADDR_MAX],
+	    vb[QUEUE_FIXED + STORE_ADDR_MAX + 1 + STORE_QUEUE_ERROR_MAX + 1 +
+	       8];
+	const char *p, *nul, *end;
+	size_t slen, elen = strnlen(last_error, STORE_QUEUE_ERROR_MAX);
+	uint64_t arrival;
+	MDB_val k, v;
+	int rc;
+
+	if (!queue_name_ok(recipient, false))
+		return -EINVAL;
+	k = queue_key(id, recipient, kb);
+	if ((rc = get(t, DB_QUEUE, &k, &v)) < 0)
+		return rc;
+	p = (const char *)v.mv_data + QUEUE_FIXED;
+	end = (const char *)v.mv_data + v.mv_size;
+	if (v.mv_size < QUEUE_FIXED + 2 ||
+	    (nul = memchr(p, '\0', (size_t)(end - p))) == NULL ||
+	    (slen = (size_t)(nul - p)) > STORE_ADDR_MAX)
+		return store_err(t, MDB_CORRUPTED);
+	nul = memchr(nul + 1, '\0', (size_t)(end - nul - 1));
+	if (nul == NULL)
+		return store_err(t, MDB_CORRUPTED);
+	arrival = end - nul - 1 >= 8 ? get_u64(nul + 1) : get_u64(v.mv_data);
+	put_u64(vb, next_attempt);
+	put_u32(vb + 8, get_u32((const char *)v.mv_data + 8) + 1);
+	memcpy(vb + QUEUE_FIXED, p, slen + 1);
+	memcpy(vb + QUEUE_FIXED + slen + 1, last_error, elen);
+	vb[QUEUE_FIXED + slen + 1 + elen] = '\0';
+	put_u64(vb + QUEUE_FIXED + slen + 2 + elen, arrival);
+	v = (MDB_val){QUEUE_FIXED + slen + 2 + elen + 8, vb};
+	return put(t, DB_QUEUE, &k, &v, 0);
+}
+
 static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct walk_ctx *w = ctx;
@@ -1010,6 +1050,7 @@ static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 	    .next_attempt = get_u64(v->mv_data),
 	    .attempts = get_u32((const char *)v->mv_data + 8),
 	    .last_error = str[1],
+	    .arrival = end - p >= 8 ? get_u64(p) : get_u64(v->mv_data),
 	};
 	return w->fn.queue(&e, w->arg);
 }

@@ -224,6 +224,8 @@ struct store_queue_entry {
 	uint64_t next_attempt;	/* wall clock, seconds since the epoch (UTC) */
 	uint32_t attempts;	/* made so far */
 	const char *last_error; /* "" before the first failure */
+	uint64_t arrival;	/* when it was queued (seconds): bounce_after
+				 * counts from here */
 };
 
 /* Queues message id for recipient (1 to STORE_ADDR_MAX octets, no control
@@ -235,6 +237,13 @@ int store_queue_add(struct store_txn *txn, uint64_t id, const char *recipient,
 /* Removes an entry (delivered, or given up) and drops its reference; the
  * body goes with the last one. -ENOENT if absent. */
 int store_queue_del(struct store_txn *txn, uint64_t id, const char *recipient);
+/* After a failed attempt: the entry is next due at next_attempt, with one
+ * attempt more and last_error (cut to STORE_QUEUE_ERROR_MAX octets); its
+ * reference stays. -ENOENT if absent (the CLI removed it meanwhile). */
+#define STORE_QUEUE_ERROR_MAX 512 /* a reply line: RFC 5321 4.5.3.1.5 */
+int store_queue_retry(struct store_txn *txn, uint64_t id,
+		      const char *recipient, uint64_t next_attempt,
+		      const char *last_error);
 /* Calls fn per entry in key order: by message, then recipient (strings
  * valid during the call; see store_domain_list for the return value). */
 int store_queue_list(struct store_txn *txn,

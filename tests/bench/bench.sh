@@ -18,7 +18,11 @@
 #      pillarbox and Dovecot side by side
 #   6. TLS: full handshakes per server CPU-second, RSS per idle TLS
 #      connection (tests/bench/tls_bench.py)
+#   7. outbound delivery to a local sink (tests/bench/outbound.py): 4 KiB
+#      messages/s at max_concurrent 1, 4, 20 (Postfix's smtp-sink), and the
+#      time from the submission's 250 to the sink's 250 with an idle queue
 #
+#   BENCH_OUTBOUND_N  messages per outbound throughput run (default 2000)
 # Everything listens and connects on 127.0.0.1 only, ports picked at run
 # time, inside one mktemp -d work dir; every process started is stopped on
 # exit. Environment knobs:
@@ -597,6 +601,39 @@ if python3 "$ROOT/tests/bench/tls_bench.py" "$BIN" "$W/tls" "$SECS" $IDLE_N \
 else
 	fail tls "$(tail -n 1 "$W/tls.err")"
 fi
+
+# ---- 7. outbound delivery ----------------------------------------------------
+# Its own section (others edit this file too): tests/bench/outbound.py does
+# the work and prints key=value.
+outbound_bench() {
+	local c d n=${BENCH_OUTBOUND_N:-2000} PY=/usr/bin/python3
+	if ! command -v smtp-sink >/dev/null; then
+		fail "outbound" "smtp-sink missing (Debian package postfix)"
+		return
+	fi
+	for c in 1 4 20; do
+		say "outbound throughput, max_concurrent $c, $n messages"
+		d=$W/outbound_c$c
+		mkdir -p "$d"
+		if $PY "$ROOT/tests/bench/outbound.py" throughput "$BIN" "$d" "$c" \
+			"$n" >"$d/out" 2>"$d/err"; then
+			res "outbound 4k max_concurrent=$c: $(kv "$d/out" msgs_per_s) msgs/s"
+		else
+			fail "outbound c=$c" "$(tail -n 1 "$d/err")"
+		fi
+	done
+	say "outbound latency, idle queue"
+	d=$W/outbound_lat
+	mkdir -p "$d"
+	if $PY "$ROOT/tests/bench/outbound.py" latency "$BIN" "$d" 500 \
+		>"$d/out" 2>"$d/err"; then
+		p50=$(kv "$d/out" p50_ms)
+		res "outbound 250-to-250 latency: p50 $p50 ms, p99 $(kv "$d/out" p99_ms) ms $(target "$p50" '<=' 10 '<= 10 ms p50')"
+	else
+		fail "outbound latency" "$(tail -n 1 "$d/err")"
+	fi
+}
+outbound_bench
 
 # ---- table -------------------------------------------------------------------
 echo

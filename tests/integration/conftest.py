@@ -32,9 +32,10 @@ class Server:
             "server": {"hostname": "mx.test", "data_dir": self.data,
                        "domains": domains},
             # submission on a port of its own too: parallel servers
-            # never collide on the default 2587
-            "smtp": {"listen": "127.0.0.1:0", "smtps": "",
-                     "submission": "127.0.0.1:0"},
+            # never collide on the default 2587; the implicit-TLS
+            # listeners off unless a test turns them on
+            "smtp": {"listen": "127.0.0.1:0", "submission": "127.0.0.1:0",
+                     "smtps": ""},
             "pop3": {"listen": "127.0.0.1:0", "pop3s": "",
                      "require_tls_for_auth": "no",
                      "login_delay": "0"},

@@ -711,6 +711,58 @@ static int collect_queue(const struct store_queue_entry *e, void *arg)
 	return 0;
 }
 
+/* A failed attempt moves an entry in time: one attempt more, the error,
+ * the arrival kept; the body's reference stays. */
+static int queue_first(const struct store_queue_entry *e, void *arg)
+{
+	struct store_queue_entry *out = arg;
+
+	out->next_attempt = e->next_attempt;
+	out->attempts = e->attempts;
+	out->arrival = e->arrival;
+	snprintf((char *)out->last_error, 64, "%s", e->last_error);
+	return 1;
+}
+
+static void test_queue_retry(void **state)
+{
+	struct fx *fx = *state;
+	char err[64];
+	struct store_queue_entry e = {.last_error = err};
+	struct store_txn *t;
+	const void *data;
+	uint64_t id;
+	size_t len;
+	void *dst;
+
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	t = wtxn(fx->st);
+	assert_int_equal(store_msg_put(t, 3, &id, &dst), 0);
+	memcpy(dst, "abc", 3);
+	assert_int_equal(store_queue_add(t, id, "b@remote.test", "a@x", 1000),
+			 0);
+	assert_int_equal(
+	    store_queue_retry(t, id, "b@remote.test", 1060, "451 4.3.0 later"),
+	    0);
+	assert_int_equal(store_queue_list(t, queue_first, &e), 1);
+	assert_int_equal(e.next_attempt, 1060);
+	assert_int_equal(e.attempts, 1);
+	assert_int_equal(e.arrival, 1000);
+	assert_string_equal(err, "451 4.3.0 later");
+	assert_int_equal(store_queue_retry(t, id, "b@remote.test", 1360, "x"),
+			 0);
+	assert_int_equal(store_queue_list(t, queue_first, &e), 1);
+	assert_int_equal(e.attempts, 2);
+	assert_int_equal(e.arrival, 1000);
+	assert_int_equal(e.next_attempt, 1360);
+	assert_int_equal(store_queue_retry(t, id, "c@remote.test", 1, "x"),
+			 -ENOENT);
+	assert_int_equal(store_msg_get(t, id, &data, &len), 0);
+	assert_int_equal(store_queue_del(t, id, "b@remote.test"), 0);
+	assert_int_equal(store_msg_get(t, id, &data, &len), -ENOENT);
+	assert_int_equal(store_txn_commit(t), 0);
+}
+
 static void test_queue(void **state)
 {
 	struct fx *fx = *state;
@@ -1453,17 +1505,29 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
-	    T(test_schema),	     T(test_domains),
-	    T(test_users),	     T(test_user_record),
-	    T(test_aliases),	     T(test_alias_loops_depth),
-	    T(test_refcount),	     T(test_uids),
-	    T(test_msg_ids),	     T(test_mailbox_trace),
-	    T(test_queue),	     T(test_group_commit),
-	    T(test_failing_job),     T(test_commit_stop),
-	    T(test_map_initial),     T(test_growth_waits),
-	    T(test_growth_bounded),  T(test_growth_to_cap),
-	    T(test_oversized_job),   T(test_full_then_delete),
-	    T(test_full_disk_batch), T(test_growth_cli),
+	    T(test_schema),
+	    T(test_domains),
+	    T(test_users),
+	    T(test_user_record),
+	    T(test_aliases),
+	    T(test_alias_loops_depth),
+	    T(test_refcount),
+	    T(test_uids),
+	    T(test_msg_ids),
+	    T(test_mailbox_trace),
+	    T(test_queue),
+	    T(test_queue_retry),
+	    T(test_group_commit),
+	    T(test_failing_job),
+	    T(test_commit_stop),
+	    T(test_map_initial),
+	    T(test_growth_waits),
+	    T(test_growth_bounded),
+	    T(test_growth_to_cap),
+	    T(test_oversized_job),
+	    T(test_full_then_delete),
+	    T(test_full_disk_batch),
+	    T(test_growth_cli),
 	    T(test_map_resized),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

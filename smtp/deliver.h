@@ -1,0 +1,80 @@
+/*
+ * deliver.h - the queue runner: sends queued mail on to other servers,
+ * retries what fails for now, bounces what fails for good.
+ *
+ * The queue lives in the store (store_queue_*: one entry per recipient of
+ * a message, with when it is next due). The runner looks at it when woken
+ * (a relayed message was just committed: deliver_wake), when the next
+ * entry falls due (a loop timer), or on `pillarbox queue flush`. Due
+ * entries are grouped by destination - the recipient's domain, or the
+ * smarthost for everything - into jobs: one DNS lookup, then one
+ * connection at a time to the exchangers in order, carrying every message
+ * of the job, each message in one transaction with all its recipients
+ * there. At most max_concurrent jobs run, max_per_domain per destination.
+ *
+ * Each message's outcome for an attempt is one commit (store job):
+ * delivered entries are removed, failed ones removed and bounced (in the
+ * same commit), the others moved to their next attempt along
+ * retry_schedule. An entry is removed only after the peer's 250 for the
+ * data, so a crash at any point means the message goes again after a
+ * restart: at least once, never lost.
+ *
+ * Everything here runs on the loop thread, except what the commit thread
+ * runs for a job's result.
+ */
+#ifndef PILLARBOX_SMTP_DELIVER_H
+#define PILLARBOX_SMTP_DELIVER_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "smtp/dsn.h"
+#include "store/store.h"
+
+/* Recipients of one message in one transaction: RFC 5321 4.5.3.1.8's
+ * minimum a server must take; more wait for the next attempt. */
+#define DELIVER_RCPTS_MAX 100
+/* Entries a job takes on while running (late arrivals for the same
+ * destination ride on its connection); past this, a new job. */
+#define DELIVER_BACKLOG_MAX 100
+/* How long the runner waits after a result could not be committed (the
+ * store full or failing) before it tries the queue again. */
+#define DELIVER_STORE_BACKOFF_MS 30000
+/* The queue is looked at this often even when nothing is due, so an entry
+ * whose time a clock change moved is not forgotten. */
+#define DELIVER_RESCAN_MS 60000
+
+/* Starts the runner for cfg (kept) on st, whose commit thread runs; reads
+ * the smarthost password file. Needs dns_init(). 0, or -1 with the
+ * reason on stderr (a config problem: exit 2). */
+int deliver_start(const struct config *cfg, struct store *st);
+
+/* A relayed message was just committed: look at the queue now. */
+void deliver_wake(void);
+
+/* Retries now what is queued (id 0: every entry; else that message's),
+ * whatever its next attempt says. */
+void deliver_flush(uint64_t id);
+
+/* The server stops: no new attempt; connections end (what they had
+ * delivered is still committed), lookups are cancelled. */
+void deliver_stop(void);
+
+/* Frees what is left, once the loop has stopped. */
+void deliver_cleanup(void);
+
+/* Figures: messages and recipients delivered so far. */
+void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
+
+/* Returns msg's failed recipients to its sender (arrival in seconds), inside a
+ * write transaction (the commit thread's, or the CLI's): a bounce built by
+ * dsn_build, put straight into the sender's mailbox when the sender is a
+ * local user, else queued for the sender with the null sender. Never to
+ * <> (sender ""). Returns 1 when a bounce was queued (wake the runner), 0
+ * when it went to a mailbox or nowhere, <0 on a store error. */
+int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   const char *sender, time_t arrival,
+		   const struct dsn_rcpt *rcpts, size_t n);
+
+#endif
