@@ -2,22 +2,25 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN     = -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I.
-PKGS     = libuv lmdb inih libcrypt
-LIBS     = $(shell pkg-config --libs $(PKGS)) -lresolv
+PKGS     = libuv lmdb inih libcrypt jansson
+# http-parser ships no pkg-config file
+LIBS     = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lresolv
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-BASE  = base/log.c
+BASE  = base/log.c base/metrics.c
 STORE = store/store.c store/commit.c store/map.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
 	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
-SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3)
+WEB   = web/web.c web/http.c web/api.c web/logring.c build/web_ui.c
+UI    = $(sort $(wildcard web/ui/*.html web/ui/*.css web/ui/*.js web/ui/*.svg))
+SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3) $(WEB)
 MAIN  = app/main.c
-HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h)
+HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h web/*.h)
 
 UNIT  = test_addr test_cmd test_netaddr test_data test_conn test_event test_relay test_control test_store \
-	test_smtp_parse test_pop3_parse test_transcripts
+	test_smtp_parse test_pop3_parse test_transcripts test_web_http
 
 all: build/pillarbox
 asan: build/asan/pillarbox
@@ -33,6 +36,10 @@ build/asan/pillarbox: $(SRC) $(MAIN) $(HDRS) | build
 # Unit tests link the whole library under the sanitizers plus cmocka.
 build/test_%: tests/unit/test_%.c $(SRC) $(HDRS) | build
 	$(CC) $(WARN) -O1 -g $(SAN) -o $@ $< $(SRC) $(LIBS) -lcmocka -lpthread
+
+# The console's pages, compiled in (web/ui.h).
+build/web_ui.c: web/ui/embed.sh $(UI) | build
+	sh web/ui/embed.sh $@ $(UI)
 
 build/loadgen: tests/bench/loadgen.c | build
 	$(CC) $(WARN) -O2 -o $@ $< $(shell pkg-config --libs libuv)

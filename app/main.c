@@ -26,6 +26,7 @@
 #include "smtp/data.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
+#include "web/web.h"
 
 #define PILLARBOX_VERSION "0.1.0"
 
@@ -33,7 +34,9 @@ static const char usage[] =
     "usage: pillarbox [-c FILE] COMMAND [ARGS]\n"
     "\n"
     "  serve                          run in the foreground\n"
-    "  user add|del|passwd ADDRESS    password read from stdin (one line)\n"
+    "  user add [--admin] ADDRESS     password read from stdin (one line)\n"
+    "  user del|passwd ADDRESS        (passwd: from stdin too)\n"
+    "  user admin ADDRESS on|off      may use the web console's admin pages\n"
     "  user list\n"
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
@@ -46,7 +49,7 @@ static const char usage[] =
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
     "./pillarbox-data,\nSMTP on 127.0.0.1:2525, POP3 on 127.0.0.1:2110, "
-    "domain localhost).\n";
+    "the web console on\nhttp://127.0.0.1:8080/, domain localhost).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -101,6 +104,7 @@ struct server {
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
 	struct smtp_server smtp;
 	struct pop3_server pop3;
+	struct web_server web;
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
 };
@@ -211,7 +215,7 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	struct conn_listen_opts smtp_opts, pop3_opts;
+	struct conn_listen_opts smtp_opts, pop3_opts, web_opts;
 	uint64_t commits, jobs;
 	int r;
 
@@ -234,17 +238,29 @@ static int serve(struct config *cfg)
 				  &srv);
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	smtp_opts = (struct conn_listen_opts){&smtp_proto, &srv.smtp,
-					      &cfg->smtp, srv.smtp.busy_reply,
-					      srv.smtp.full_reply};
-	pop3_opts = (struct conn_listen_opts){&pop3_proto, &srv.pop3,
-					      &cfg->pop3, srv.pop3.busy_reply,
-					      srv.pop3.full_reply};
+	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION);
+	smtp_opts =
+	    (struct conn_listen_opts){&smtp_proto, &srv.smtp, &cfg->smtp,
+				      srv.smtp.busy_reply, srv.smtp.full_reply};
+	pop3_opts =
+	    (struct conn_listen_opts){&pop3_proto, &srv.pop3, &cfg->pop3,
+				      srv.pop3.busy_reply, srv.pop3.full_reply};
+	web_opts =
+	    (struct conn_listen_opts){&web_proto, &srv.web, &cfg->web,
+				      srv.web.busy_reply, srv.web.full_reply};
 	conn_set_max(cfg->max_connections);
 	if (r == 0 && cfg->smtp.listen[0] != '\0')
 		r = conn_listen(loop, &smtp_opts);
 	if (r == 0 && cfg->pop3.listen[0] != '\0')
 		r = conn_listen(loop, &pop3_opts);
+	if (r == 0 && cfg->web.listen[0] != '\0')
+		r = conn_listen(loop, &web_opts);
+	/* HTTPS needs TLS in the connection layer: the key is read now and
+	 * served once that lands. */
+	if (r == 0 && cfg->web_tls_listen[0] != '\0')
+		log_msg(LOG_WARN, "web",
+			"event=tls-not-served tls_listen=%s reason=no-tls-yet",
+			cfg->web_tls_listen);
 	uv_signal_init(loop, &srv.sigterm);
 	uv_signal_init(loop, &srv.sigint);
 	srv.sigterm.data = srv.sigint.data = &srv;
@@ -271,6 +287,7 @@ static int serve(struct config *cfg)
 		(unsigned long long)commits, (unsigned long long)jobs,
 		(unsigned long long)srv.smtp.accepted,
 		(unsigned long long)srv.logins);
+	web_server_cleanup(&srv.web);
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
@@ -391,9 +408,16 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 
 #define IS(n, v, args)                                                         \
 	(strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && argc == (args) + 2)
-	if ((IS("user", "add", 1) || IS("user", "passwd", 1)) && hash != NULL) {
+	bool admin = IS("user", "add", 2) && strcmp(argv[2], "--admin") == 0;
+
+	if (admin)
+		arg = argv[3];
+	if ((IS("user", "add", 1) || IS("user", "passwd", 1) || admin) &&
+	    hash != NULL) {
 		r = verb[0] == 'a' ? store_user_add(txn, arg, hash)
 				   : store_user_set_hash(txn, arg, hash);
+		if (r == 0 && admin)
+			r = store_user_set_flags(txn, arg, STORE_USER_ADMIN);
 		if (r == -ENOENT && verb[0] == 'a') {
 			fprintf(stderr,
 				"pillarbox: %s: domain is not local (add it "
@@ -401,6 +425,15 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 				arg);
 			return 1;
 		}
+	} else if (IS("user", "admin", 2) && (strcmp(argv[3], "on") == 0 ||
+					      strcmp(argv[3], "off") == 0)) {
+		struct store_user u;
+		r = store_user_get(txn, arg, &u);
+		if (r == 0)
+			r = store_user_set_flags(
+			    txn, arg,
+			    argv[3][1] == 'n' ? u.flags | STORE_USER_ADMIN
+					      : u.flags & ~STORE_USER_ADMIN);
 	} else if (IS("user", "del", 1)) {
 		r = store_user_del(txn, arg);
 	} else if (IS("user", "list", 0)) {
@@ -462,9 +495,14 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 static int cli(const struct config *cfg, int argc, char **argv)
 {
 	char hash[STORE_HASH_MAX + 1];
+	bool add_admin = argc == 4 && strcmp(argv[0], "user") == 0 &&
+			 strcmp(argv[1], "add") == 0 &&
+			 strcmp(argv[2], "--admin") == 0;
 	bool takes_password =
-	    argc == 3 && strcmp(argv[0], "user") == 0 &&
-	    (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0);
+	    add_admin ||
+	    (argc == 3 && strcmp(argv[0], "user") == 0 &&
+	     (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0));
+	const char *who = add_admin ? argv[3] : argv[2];
 	struct store *st;
 	struct store_txn *txn;
 	int rc, r;
@@ -472,8 +510,8 @@ static int cli(const struct config *cfg, int argc, char **argv)
 	if (open_store(cfg, &st) < 0)
 		return 1;
 	/* Input and hashing first, then one short write transaction. */
-	if (takes_password && !cli_address_ok(argv[2])) {
-		fprintf(stderr, "pillarbox: bad address: %s\n", argv[2]);
+	if (takes_password && !cli_address_ok(who)) {
+		fprintf(stderr, "pillarbox: bad address: %s\n", who);
 		store_close(st);
 		return 1;
 	}

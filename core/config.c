@@ -46,6 +46,11 @@ void config_defaults(struct config *c)
 	/* Below the usual 1024 descriptors a process may open. */
 	c->max_connections = 1000;
 	c->login_delay = 2;
+	strcpy(c->web.listen, "127.0.0.1:8080");
+	c->web.timeout = CONFIG_WEB_IDLE;
+	c->web.max_conn_per_ip = CONFIG_WEB_PER_IP;
+	c->web.max_session_time = CONFIG_WEB_LIFETIME;
+	c->web_session_timeout = 3600;
 	config_finish(c);
 }
 
@@ -105,6 +110,9 @@ static const struct key keys[] = {
     NUM_KEY("pop3", "max_connections_per_ip", UINT, pop3.max_conn_per_ip, 0),
     NUM_KEY("pop3", "max_session_time", UINT, pop3.max_session_time, 0),
     NUM_KEY("pop3", "login_delay", UINT, login_delay, 0),
+    STR_KEY("web", "listen", LISTEN, web.listen),
+    STR_KEY("web", "tls_listen", LISTEN, web_tls_listen),
+    NUM_KEY("web", "session_timeout", UINT, web_session_timeout, 60),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */

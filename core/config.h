@@ -40,8 +40,8 @@ enum config_sender_check {
 struct config {
 	char hostname[CONFIG_STR_MAX];
 	char data_dir[CONFIG_STR_MAX];
-	char domains[1024];	 /* comma list, also in the store */
-	uint64_t max_store_size; /* bytes; 0 = grow while the disk allows */
+	char domains[1024];	  /* comma list, also in the store */
+	uint64_t max_store_size;  /* bytes; 0 = grow while the disk allows */
 	unsigned max_connections; /* all listeners together; 0 = no cap */
 
 	struct config_listener smtp;
@@ -64,12 +64,28 @@ struct config {
 
 	struct config_listener pop3;
 	unsigned login_delay; /* seconds a failed login waits */
+
+	/* The web console ([web] listen). Its idle timeout and limits are
+	 * fixed (CONFIG_WEB_*), not keys: a browser's keep-alive decides. */
+	struct config_listener web;
+	/* HTTPS with the [tls] certificate: taken now, served once the
+	 * connection layer has TLS (logged as not served until then). */
+	char web_tls_listen[CONFIG_STR_MAX];
+	unsigned web_session_timeout; /* seconds a login lasts unused */
 };
+
+#define CONFIG_WEB_IDLE 75 /* keep-alive: nginx's keepalive_timeout */
+/* A browser opens 6 connections per host; a few tabs, a phone. */
+#define CONFIG_WEB_PER_IP 32
+/* A connection (not a login) lasts this long at most: a slow client
+ * cannot hold one for ever by trickling; the browser simply reconnects. */
+#define CONFIG_WEB_LIFETIME 600
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
  * 127.0.0.1:2525, submission on 127.0.0.1:2587, POP3 on 127.0.0.1:2110,
  * domain localhost; no relay network, POP-before-SMTP for 1800 s, strict
- * sender check, AUTH only over TLS. */
+ * sender check, AUTH only over TLS; the web console on 127.0.0.1:8080,
+ * logins lasting an hour unused. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line

@@ -52,6 +52,7 @@ struct listener {
 	struct conn_listen_opts opts;
 	size_t nconns; /* its connections: it is freed after the last */
 	bool closed;   /* its socket is closed */
+	char addr[NETADDR_TEXT_MAX + 8]; /* as bound, with its port */
 	struct ipcount *ips[IP_BUCKETS];
 	struct listener *next;
 };
@@ -303,9 +304,10 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 		netaddr_from_sockaddr(&na, (struct sockaddr *)&ss);
 		netaddr_format(&na, name, sizeof name);
 	}
-	log_msg(LOG_INFO, opts->proto->name,
-		"event=listening proto=%s addr=%s:%u", opts->proto->name, name,
-		ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	snprintf(l->addr, sizeof l->addr, "%s:%u", name,
+		 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	log_msg(LOG_INFO, opts->proto->name, "event=listening proto=%s addr=%s",
+		opts->proto->name, l->addr);
 	l->next = listeners;
 	listeners = l;
 	return 0;
@@ -869,6 +871,17 @@ void conn_shutdown(void (*done)(void *arg), void *arg)
 size_t conn_count(void)
 {
 	return nconns;
+}
+
+void conn_listeners_each(void (*fn)(const struct conn_listener_info *li,
+				    void *arg),
+			 void *arg)
+{
+	for (struct listener *l = listeners; l != NULL; l = l->next) {
+		struct conn_listener_info li = {l->opts.proto->name, l->addr,
+						l->nconns};
+		fn(&li, arg);
+	}
 }
 
 /* --- who -------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "base/metrics.h"
 #include "core/cmd.h"
 #include "base/log.h"
 #include "smtp/addr.h"
@@ -406,6 +407,8 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
 			log_str(s->tx->from), log_str(rcpt),
 			r == 0 ? "relay" : "unknown-user");
+		metrics_inc(r == 0 ? METRIC_REJ_RELAY
+				   : METRIC_REJ_UNKNOWN_USER);
 		smtp_reply(s, line);
 		s->tx->rejected++;
 		smtp_check_errors(s);
@@ -517,6 +520,7 @@ static void smtp_store_done(void *arg, int rc)
 	if (rc == 0) {
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
+		metrics_inc(METRIC_ACCEPTED);
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at
@@ -525,6 +529,7 @@ static void smtp_store_done(void *arg, int rc)
 				  ? "452 4.3.1 Insufficient system storage"
 				  : "451 4.3.0 Local error in processing");
 		s->srv->refused++;
+		metrics_inc(METRIC_REJ_STORAGE);
 	}
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "smtp",
 		"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
@@ -571,6 +576,7 @@ static void smtp_message_finish(struct smtp_session *s, bool paused)
 			"sid=%s event=reject ip=%s helo=%s from=<%s> reply=%s",
 			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
 			log_str(tx->from), log_str(reply));
+		metrics_inc(ours ? METRIC_REJ_STORAGE : METRIC_REJ_CONTENT);
 		smtp_tx_end(s);
 		if (ours) {
 			smtp_reply(s, reply);
@@ -771,9 +777,9 @@ static void smtp_event(struct conn *c, void *session, enum conn_event ev)
 		conn_close(c);
 		break;
 	case CONN_LIFETIME:
-		conn_printf(c,
-			    "421 4.4.2 %s Error: session time limit exceeded\r\n",
-			    s->srv->cfg->hostname);
+		conn_printf(
+		    c, "421 4.4.2 %s Error: session time limit exceeded\r\n",
+		    s->srv->cfg->hostname);
 		conn_close(c);
 		break;
 	case CONN_SHUTDOWN:
@@ -811,7 +817,8 @@ void smtp_server_init(struct smtp_server *srv, const struct config *cfg,
 		 "421 4.7.0 %s Error: too many connections from your "
 		 "address\r\n",
 		 cfg->hostname);
-	snprintf(srv->full_reply, sizeof srv->full_reply,
-		 "421 4.3.2 %s Error: too many connections, try again later\r\n",
-		 cfg->hostname);
+	snprintf(
+	    srv->full_reply, sizeof srv->full_reply,
+	    "421 4.3.2 %s Error: too many connections, try again later\r\n",
+	    cfg->hostname);
 }

@@ -33,6 +33,7 @@ class Server:
                        "domains": domains},
             "smtp": {"listen": "127.0.0.1:0"},
             "pop3": {"listen": "127.0.0.1:0", "login_delay": "0"},
+            "web": {"listen": "127.0.0.1:0"},
         }
         for sec, keys in (extra or {}).items():
             sections.setdefault(sec, {}).update(keys)
