@@ -52,7 +52,7 @@ struct listener {
 	struct conn_listen_opts opts;
 	size_t nconns; /* its connections: it is freed after the last */
 	bool closed;   /* its socket is closed */
-	char addr[NETADDR_TEXT_MAX + 8]; /* as bound, with its port */
+	char addr[NETADDR_TEXT_MAX + 18]; /* "[v6]:port" as bound */
 	struct ipcount *ips[IP_BUCKETS];
 	struct listener *next;
 };

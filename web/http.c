@@ -107,6 +107,9 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 	if (head_add(r, n) < 0)
 		return -1;
 	if (!r->in_value) {
+		/* ": " and CRLF: the head's octets, near enough to exact */
+		if (head_add(r, 4) < 0)
+			return -1;
 		r->in_value = true;
 		r->field = -1;
 		if (r->name_len < sizeof r->name) {

@@ -1,6 +1,6 @@
 /*
- * ui.h - the console's pages (the files of web/ui/), compiled into the binary at build
- * time: web/ui/embed.sh turns each file into a C array with xxd -i
+ * ui.h - the console's pages (the files of web/ui/), compiled into the binary
+ * at build time: web/ui/embed.sh turns each file into a C array with xxd -i
  * (build/web_ui.c), so the console works offline and from one file.
  */
 #ifndef PILLARBOX_WEB_UI_H
