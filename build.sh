@@ -100,7 +100,10 @@ test)
 bench)
 	deps wrk
 	make -j"$jobs" build/pillarbox build/loadgen build/syncrate
-	bash tests/bench/bench.sh
+	rc=0
+	bash tests/bench/bench.sh || rc=$?
+	bash tests/bench/web.sh || rc=$?
+	exit $rc
 	;;
 clean)
 	make clean
