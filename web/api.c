@@ -118,6 +118,9 @@ struct api_op {
 	struct web_conn *w;
 	enum api_op_kind kind;
 	struct store_job job;
+	/* Who asked, copied: the login may end while the job runs. */
+	char by[STORE_ADDR_MAX + 1];
+	char login_id[WEB_TOKEN_HEX + 1];
 	char a[STORE_ADDR_MAX + 1];   /* the user, alias or domain */
 	char b[STORE_ALIAS_MAX + 1];  /* new name, or alias targets */
 	char pass[AUTH_PASS_MAX + 1]; /* wiped once hashed */
@@ -206,7 +209,7 @@ static void api_op_done(void *arg, int rc)
 
 	log_msg(rc == 0 ? LOG_INFO : LOG_WARN, "web",
 		"sid=%s event=%s by=%s name=%s result=%s", conn_sid(w->c),
-		op_events[op->kind], log_str(w->login->user), log_str(op->a),
+		op_events[op->kind], log_str(op->by), log_str(op->a),
 		rc == 0 ? "ok" : strerror(-rc));
 	if (rc < 0) {
 		api_op_error(w, op, rc);
@@ -215,9 +218,9 @@ static void api_op_done(void *arg, int rc)
 		 * password, but the admin's own one (it just proved it). */
 		if (op->kind == OP_USER_DEL || op->kind == OP_RENAME ||
 		    op->kind == OP_PASSWD)
-			web_logins_drop_user(w->srv, op->a,
-					     op->kind == OP_PASSWD ? w->login
-								   : NULL);
+			web_logins_drop_user(
+			    w->srv, op->a,
+			    op->kind == OP_PASSWD ? op->login_id : NULL);
 		web_json(w,
 			 op->kind == OP_USER_ADD || op->kind == OP_ALIAS_ADD ||
 				 op->kind == OP_DOMAIN_ADD
@@ -267,6 +270,8 @@ static struct api_op *api_op_new(struct web_conn *w, enum api_op_kind kind,
 
 	op->w = w;
 	op->kind = kind;
+	strcpy(op->by, w->login->user);
+	strcpy(op->login_id, w->login->id);
 	/* A name too long for any record is left empty: the store refuses
 	 * it (-EINVAL, 400) like any other bad name. */
 	if (strlen(a) < sizeof op->a)

@@ -394,12 +394,13 @@ static struct web_login *web_login_find(struct web_conn *w)
 }
 
 void web_logins_drop_user(struct web_server *srv, const char *user,
-			  const struct web_login *keep)
+			  const char *keep_id)
 {
 	struct web_login **pp = &srv->logins;
 
 	while (*pp != NULL)
-		if (*pp != keep && strcasecmp((*pp)->user, user) == 0)
+		if (strcasecmp((*pp)->user, user) == 0 &&
+		    (keep_id == NULL || strcmp((*pp)->id, keep_id) != 0))
 			web_login_unlink(srv, pp);
 		else
 			pp = &(*pp)->next;
@@ -641,9 +642,7 @@ static void web_dispatch(struct web_conn *w)
 		web_error(w, 403, "cross-origin request refused");
 		return;
 	}
-	w->login = rt->role == R_ANYONE && rt->handler != web_login_post
-		       ? NULL
-		       : web_login_find(w);
+	w->login = rt->role == R_ANYONE ? NULL : web_login_find(w);
 	if (rt->role != R_ANYONE) {
 		if (w->login == NULL) {
 			web_error(w, 401, "login required");

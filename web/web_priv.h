@@ -65,10 +65,11 @@ bool web_query(struct web_conn *w, const char *name, char *buf, size_t n);
 void web_wait(struct web_conn *w);
 void web_resume(struct web_conn *w);
 
-/* Logins (web.c): the login of user is dropped (a password changed, the
- * account deleted or renamed), except keep. */
+/* Logins (web.c): the logins of user end (a password changed, the
+ * account deleted or renamed), except the one whose id is keep_id (NULL:
+ * none). */
 void web_logins_drop_user(struct web_server *srv, const char *user,
-			  const struct web_login *keep);
+			  const char *keep_id);
 size_t web_logins_count(struct web_server *srv);
 
 /* --- the API (api.c) ------------------------------------------------------ */

@@ -73,6 +73,17 @@ def store_users(server):
     return server.cli("user", "list").stdout
 
 
+def wait_log(server, pattern, timeout=10):
+    """The server's log once it matches pattern (a regex): the loop writes
+    its log lines once per turn, so a reply may arrive before them."""
+    deadline = time.time() + timeout
+    while True:
+        text = server.log_text()
+        if re.search(pattern, text) or time.time() > deadline:
+            return text
+        time.sleep(0.02)
+
+
 # ------------------------------------------------------- authorisation
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
@@ -169,7 +180,7 @@ def test_login_cookie_and_logout(web_server):
     assert "Max-Age=0" in hdrs["set-cookie"]
     assert w.get("/api/session")[0] == 401
     assert w2.get("/api/session")[0] == 200
-    log = web_server.log_text()
+    log = wait_log(web_server, "event=logout")
     assert "event=login ip=127.0.0.1 user=admin@localhost admin=yes" in log
     assert "event=logout user=admin@localhost" in log
     assert "secret" not in log
@@ -182,9 +193,9 @@ def test_login_failures_and_throttle(web_server):
     for user, pw in (("admin@localhost", "wrong"), ("nobody@localhost", "x")):
         status, _, body = w.login(user, pw)
         assert status == 401 and body == {"error": "wrong user or password"}
-    log = web_server.log_text()
-    assert re.search(r"pillarbox web warn sid=[0-9a-f]+ event=auth-failed "
-                     r"ip=127\.0\.0\.1 user=nobody@localhost", log)
+    pat = (r"pillarbox web warn sid=[0-9a-f]+ event=auth-failed "
+           r"ip=127\.0\.0\.1 user=nobody@localhost")
+    assert re.search(pat, wait_log(web_server, pat))
     for _ in range(8):
         w.login("admin@localhost", "wrong")
     status, _, body = w.login()  # even the right password: throttled
@@ -288,7 +299,7 @@ def test_users_lifecycle(admin, web_server):
     assert admin.delete("/api/users/caro@example.org") == (200, {"ok": True})
     assert "caro" not in store_users(web_server)
     assert admin.delete("/api/users/caro@example.org")[0] == 404
-    log = web_server.log_text()
+    log = wait_log(web_server, "event=user-del ")
     assert "event=user-add by=admin@localhost name=Carol@LOCALHOST " \
         "result=ok" in log
     assert "pw c" not in log
@@ -647,4 +658,5 @@ def test_web_listen_key_and_tls_key(make_server):
                                    "tls_listen": "127.0.0.1:0",
                                    "session_timeout": "600"}})
     assert "web" not in s.ports
-    assert "event=tls-not-served tls_listen=127.0.0.1:0" in s.log_text()
+    assert "event=tls-not-served tls_listen=127.0.0.1:0" in \
+        wait_log(s, "event=tls-not-served")
