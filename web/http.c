@@ -181,6 +181,7 @@ static int on_message_complete(http_parser *p)
 	struct http_reader *r = p->data;
 
 	r->req->keep_alive = http_should_keep_alive(p) != 0;
+	r->req->http10 = p->http_major == 1 && p->http_minor == 0;
 	r->done = true;
 	http_parser_pause(p, 1);
 	return 0;

@@ -45,6 +45,7 @@ enum http_header {
 struct http_request {
 	enum http_method method;
 	bool keep_alive; /* the client wants the connection kept */
+	bool http10;	 /* HTTP/1.0: keep-alive must be said (RFC 9112 9.3) */
 	char url[HTTP_URL_MAX + 1];
 	size_t url_len;
 	/* Each header the server reads, "" when absent; a repeated one is

@@ -129,14 +129,16 @@ void web_reply(struct web_conn *w, int status, const char *type,
 	       const void *body, size_t len, const char *headers)
 {
 	bool close = w->req == NULL || !w->req->keep_alive;
+	const char *conn = close	    ? "Connection: close\r\n"
+			   : w->req->http10 ? "Connection: keep-alive\r\n"
+					    : "";
 
 	metrics_inc(METRIC_WEB_REQUESTS);
 	conn_printf(w->c,
 		    "HTTP/1.1 %d %s\r\nDate: %s\r\n" SECURITY_HEADERS
 		    "Content-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
 		    status, http_status_text(status), web_date(), type, len,
-		    close ? "Connection: close\r\n" : "",
-		    headers != NULL ? headers : "");
+		    conn, headers != NULL ? headers : "");
 	if (!w->head && len > 0)
 		conn_write(w->c, body, len);
 	if (close)

@@ -595,6 +595,12 @@ def test_keep_alive_and_pipelining(web_server):
     while not data.endswith(b"ok\n"):
         data += s.recv(65536)
     assert data.startswith(b"HTTP/1.1 200 OK")
+    # HTTP/1.0 asks for keep-alive and is told it is kept
+    s.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    data = b""
+    while not data.endswith(b"ok\n"):
+        data += s.recv(65536)
+    assert b"\r\nConnection: keep-alive\r\n" in data
     # Connection: close is honoured
     s.sendall(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
     data = b""
