@@ -10,10 +10,11 @@ SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 BASE  = base/log.c base/metrics.c
 STORE = store/store.c store/commit.c store/map.c
 CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
-	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c
+	core/event.c core/cmd.c core/sasl.c core/relay.c core/control.c \
+	core/logring.c
 SMTP  = smtp/smtp.c smtp/addr.c smtp/data.c smtp/parse.c
 POP3  = pop3/pop3.c pop3/parse.c
-WEB   = web/web.c web/http.c web/api.c web/logring.c build/web_ui.c
+WEB   = web/web.c web/http.c web/api.c build/web_ui.c
 UI    = $(sort $(wildcard web/ui/*.html web/ui/*.css web/ui/*.js web/ui/*.svg))
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3) $(WEB)
 MAIN  = app/main.c

@@ -20,7 +20,7 @@
 #include "core/conn.h"
 #include "core/loop.h"
 #include "core/relay.h"
-#include "web/logring.h"
+#include "core/logring.h"
 #include "web/web_priv.h"
 
 /* --- helpers -------------------------------------------------------------- */

@@ -18,7 +18,7 @@
 #include "base/metrics.h"
 #include "core/auth.h"
 #include "core/loop.h"
-#include "web/logring.h"
+#include "core/logring.h"
 #include "web/ui.h"
 #include "web/web_priv.h"
 

@@ -29,7 +29,7 @@
 #define WEB_LOG_LINE_MAX 400  /* octets kept of each (the rest is cut) */
 
 struct web_login;
-struct web_logring;
+struct logring;
 
 struct web_server {
 	const struct config *cfg;
@@ -39,7 +39,7 @@ struct web_server {
 	char busy_reply[160], full_reply[160];
 	struct web_login *logins; /* most recently used first */
 	size_t nlogins;
-	struct web_logring *ring;
+	struct logring *ring;
 };
 
 extern const struct conn_proto web_proto;

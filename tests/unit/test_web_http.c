@@ -1,5 +1,5 @@
 /* test_web_http.c - the HTTP request reader (web/http.c) and the log ring
- * (web/logring.c). Requests are fed whole, byte by byte, and cut in two at
+ * (core/logring.c). Requests are fed whole, byte by byte, and cut in two at
  * every offset; every cut must give the same requests. Inputs are heap
  * copies of exactly their length, so ASan catches a read past them. */
 #include <setjmp.h>
@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "web/http.h"
-#include "web/logring.h"
+#include "core/logring.h"
 
 /* What the reader made of an input: the requests as one text, and the
  * refusal's status (0: none). */
@@ -236,7 +236,7 @@ static void collect(const char *line, void *arg)
 
 static void test_logring(void **state)
 {
-	struct web_logring *r = logring_new(3, 16);
+	struct logring *r = logring_new(3, 16);
 	char out[256] = "";
 
 	(void)state;

@@ -1,5 +1,5 @@
 /* logring.c - the last log lines in a fixed ring. see logring.h */
-#include "web/logring.h"
+#include "core/logring.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include "base/log.h"
 
-struct web_logring {
+struct logring {
 	uv_mutex_t mu; /* lines come from every thread that logs */
 	size_t nlines, line_max;
 	size_t next;  /* slot of the next line */
@@ -16,9 +16,9 @@ struct web_logring {
 	char *slots;  /* nlines slots of line_max + 1 octets */
 };
 
-struct web_logring *logring_new(size_t nlines, size_t line_max)
+struct logring *logring_new(size_t nlines, size_t line_max)
 {
-	struct web_logring *r = xcalloc(1, sizeof *r);
+	struct logring *r = xcalloc(1, sizeof *r);
 
 	if (uv_mutex_init(&r->mu) != 0)
 		fatal("event=mutex-init-failed");
@@ -29,7 +29,7 @@ struct web_logring *logring_new(size_t nlines, size_t line_max)
 	return r;
 }
 
-void logring_free(struct web_logring *r)
+void logring_free(struct logring *r)
 {
 	if (r == NULL)
 		return;
@@ -38,7 +38,7 @@ void logring_free(struct web_logring *r)
 	free(r);
 }
 
-void logring_add(struct web_logring *r, const char *line, size_t len)
+void logring_add(struct logring *r, const char *line, size_t len)
 {
 	char *slot;
 
@@ -68,12 +68,11 @@ static bool logring_match(const char *line, const char *sid, const char *addr)
 	return addr == NULL || strstr(line, addr) != NULL;
 }
 
-void logring_each(struct web_logring *r, const char *sid, const char *addr,
+void logring_each(struct logring *r, const char *sid, const char *addr,
 		  size_t limit, void (*fn)(const char *line, void *arg),
 		  void *arg)
 {
-	size_t first = (r->next + r->nlines - r->count) % r->nlines;
-	size_t start, matched = 0;
+	size_t first, start, matched = 0;
 
 	/* Read under the lock: a copy of 400 KiB would cost more than the
 	 * few microseconds another thread's log line waits. fn only copies. */
