@@ -14,12 +14,17 @@ cd "$(dirname "$0")"
 # msmtp, fetchmail, openssl to make and read test certificates).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
+	libhttp-parser-dev libjansson-dev xxd
 	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail openssl
 	fail2ban strace mount python3-dnslib python3-aiosmtpd postfix)
+# The web console's browser test: Debian's chromium, driven by the
+# playwright-core pinned in tests/e2e/package-lock.json (npm ci). Only
+# `./build.sh test` needs them; the bench needs wrk.
+TEST_DEBS=(chromium)
 
 deps() {
 	local missing=() p
-	for p in "${DEBS[@]}"; do
+	for p in "${DEBS[@]}" "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q 'ok installed' || missing+=("$p")
 	done
@@ -33,6 +38,21 @@ deps() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The browser test's tools: chromium and npm (a node that ships its own
+# npm is kept), then the pinned playwright-core. Where they cannot be
+# installed the browser test skips and says why; the rest still runs.
+e2e_deps() {
+	local want=("${TEST_DEBS[@]}")
+	command -v npm >/dev/null || want+=(npm)
+	deps "${want[@]}" || echo "build.sh: cannot install ${want[*]}:" \
+		"the browser test will be skipped" >&2
+	if command -v npm >/dev/null &&
+		! (cd tests/e2e && npm ci --no-audit --no-fund --silent); then
+		echo "build.sh: npm ci in tests/e2e failed:" \
+			"the browser test will be skipped" >&2
+	fi
 }
 
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -51,10 +71,13 @@ run)
 
 pillarbox is starting on its built-in defaults: data in ./pillarbox-data,
 SMTP on 127.0.0.1:2525, submission (SMTP AUTH) on 127.0.0.1:2587, POP3 on
-127.0.0.1:2110, domain "localhost"; over implicit TLS on 2465 and 2995 with
-a self-signed certificate it makes in ./pillarbox-data at first start.
-In another terminal, add an account, send it a message and fetch it:
+127.0.0.1:2110, the web console on http://127.0.0.1:8080/, domain
+"localhost"; over implicit TLS on 2465 and 2995 with a self-signed
+certificate it makes in ./pillarbox-data at first start.
+In another terminal, add an admin for the console, then an account, send
+it a message and fetch it:
 
+  echo 'adminpw' | build/pillarbox user add --admin admin@localhost
   echo 'secret' | build/pillarbox user add alice@localhost
   swaks --to alice@localhost --server 127.0.0.1:2525
   python3 -c 'import poplib; p=poplib.POP3("127.0.0.1",2110); p.user("alice@localhost"); p.pass_("secret"); print(p.stat())'
@@ -65,6 +88,7 @@ TXT
 	;;
 test)
 	deps
+	(e2e_deps) || true
 	bash tests/check-layers.sh
 	make -j"$jobs" build/pillarbox build/asan/pillarbox unit
 	for t in build/test_*; do
@@ -78,9 +102,12 @@ test)
 		$PY -m pytest -q -p no:cacheprovider tests/integration
 	;;
 bench)
-	deps
+	deps wrk
 	make -j"$jobs" build/pillarbox build/loadgen build/syncrate
-	bash tests/bench/bench.sh
+	rc=0
+	bash tests/bench/bench.sh || rc=$?
+	bash tests/bench/web.sh || rc=$?
+	exit $rc
 	;;
 clean)
 	make clean

@@ -30,6 +30,7 @@
 #include "smtp/dsn.h"
 #include "smtp/smtp.h"
 #include "store/store.h"
+#include "web/web.h"
 
 #define PILLARBOX_VERSION "0.1.0"
 
@@ -37,7 +38,9 @@ static const char usage[] =
     "usage: pillarbox [-c FILE] COMMAND [ARGS]\n"
     "\n"
     "  serve                          run in the foreground\n"
-    "  user add|del|passwd ADDRESS    password read from stdin (one line)\n"
+    "  user add [--admin] ADDRESS     password read from stdin (one line)\n"
+    "  user del|passwd ADDRESS        (passwd: from stdin too)\n"
+    "  user admin ADDRESS on|off      may use the web console's admin pages\n"
     "  user list\n"
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
@@ -54,9 +57,11 @@ static const char usage[] =
     "  --version | --help\n"
     "\n"
     "Without -c FILE the built-in defaults apply (data in "
-    "./pillarbox-data,\nSMTP on 127.0.0.1:2525 and implicit TLS on 2465, submission on "
-    "127.0.0.1:2587,\nPOP3 on 127.0.0.1:2110 and implicit TLS on 2995, domain localhost, "
-    "a self-signed\ncertificate).\n";
+    "./pillarbox-data,\nSMTP on 127.0.0.1:2525 and implicit TLS on 2465, "
+    "submission on "
+    "127.0.0.1:2587,\nPOP3 on 127.0.0.1:2110 and implicit TLS on 2995, the web "
+    "console on\n"
+    "http://127.0.0.1:8080/, domain localhost, a self-signed certificate).\n";
 
 /* --- store helpers shared by serve and the CLI -------------------------- */
 
@@ -111,7 +116,8 @@ struct server {
 	uv_prepare_t log_flush; /* writes the loop's log lines, once a turn */
 	struct smtp_server smtp, submission;
 	struct pop3_server pop3;
-	struct config_listener smtps, pop3s; /* their protocol's, TLS port */
+	struct config_listener smtps, pop3s, webs; /* TLS ports */
+	struct web_server web;
 	uint64_t logins; /* EVENT_LOGIN seen, for the stats line */
 	bool stopping;
 };
@@ -316,6 +322,7 @@ static int serve(struct config *cfg)
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
+	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION);
 	/* Implicit TLS on 465 is submission (RFC 8314 3.3). */
 	srv.smtps = cfg->submission;
 	strcpy(srv.smtps.listen, cfg->smtps);
@@ -335,10 +342,6 @@ static int serve(struct config *cfg)
 			      &cfg->submission, srv.submission.busy_reply,
 			      srv.submission.full_reply, false, NULL);
 	if (r == 0)
-		r = listen_on(loop, &smtp_submission_proto, &srv.submission,
-			      &cfg->submission, srv.submission.busy_reply,
-			      srv.submission.full_reply, false, NULL);
-	if (r == 0)
 		r = listen_on(loop, &pop3_proto, &srv.pop3, &cfg->pop3,
 			      srv.pop3.busy_reply, srv.pop3.full_reply, false,
 			      NULL);
@@ -346,6 +349,17 @@ static int serve(struct config *cfg)
 		r = listen_on(loop, &pop3_proto, &srv.pop3, &srv.pop3s,
 			      srv.pop3.busy_reply, srv.pop3.full_reply, true,
 			      "pop3s");
+	if (r == 0)
+		r = listen_on(loop, &web_proto, &srv.web, &cfg->web,
+			      srv.web.busy_reply, srv.web.full_reply, false,
+			      NULL);
+	/* HTTPS: the same console over implicit TLS, [tls]'s certificate. */
+	srv.webs = cfg->web;
+	strcpy(srv.webs.listen, cfg->web_tls_listen);
+	if (r == 0)
+		r = listen_on(loop, &web_proto, &srv.web, &srv.webs,
+			      srv.web.busy_reply, srv.web.full_reply, true,
+			      "webs");
 	uv_signal_init(loop, &srv.sigterm);
 	uv_signal_init(loop, &srv.sigint);
 	uv_signal_init(loop, &srv.sighup);
@@ -379,6 +393,7 @@ static int serve(struct config *cfg)
 	    (unsigned long long)srv.logins, (unsigned long long)delivered,
 	    (unsigned long long)bounced, (unsigned long long)deferred);
 	deliver_cleanup();
+	web_server_cleanup(&srv.web);
 	auth_cleanup();
 	relay_cleanup();
 	event_reset();
@@ -618,9 +633,16 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 
 #define IS(n, v, args)                                                         \
 	(strcmp(noun, n) == 0 && strcmp(verb, v) == 0 && argc == (args) + 2)
-	if ((IS("user", "add", 1) || IS("user", "passwd", 1)) && hash != NULL) {
+	bool admin = IS("user", "add", 2) && strcmp(argv[2], "--admin") == 0;
+
+	if (admin)
+		arg = argv[3];
+	if ((IS("user", "add", 1) || IS("user", "passwd", 1) || admin) &&
+	    hash != NULL) {
 		r = verb[0] == 'a' ? store_user_add(txn, arg, hash)
 				   : store_user_set_hash(txn, arg, hash);
+		if (r == 0 && admin)
+			r = store_user_set_flags(txn, arg, STORE_USER_ADMIN);
 		if (r == -ENOENT && verb[0] == 'a') {
 			fprintf(stderr,
 				"pillarbox: %s: domain is not local (add it "
@@ -628,6 +650,15 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 				arg);
 			return 1;
 		}
+	} else if (IS("user", "admin", 2) && (strcmp(argv[3], "on") == 0 ||
+					      strcmp(argv[3], "off") == 0)) {
+		struct store_user u;
+		r = store_user_get(txn, arg, &u);
+		if (r == 0)
+			r = store_user_set_flags(
+			    txn, arg,
+			    argv[3][1] == 'n' ? u.flags | STORE_USER_ADMIN
+					      : u.flags & ~STORE_USER_ADMIN);
 	} else if (IS("user", "del", 1)) {
 		r = store_user_del(txn, arg);
 	} else if (IS("user", "list", 0)) {
@@ -693,9 +724,14 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 static int cli(const struct config *cfg, int argc, char **argv)
 {
 	char hash[STORE_HASH_MAX + 1];
+	bool add_admin = argc == 4 && strcmp(argv[0], "user") == 0 &&
+			 strcmp(argv[1], "add") == 0 &&
+			 strcmp(argv[2], "--admin") == 0;
 	bool takes_password =
-	    argc == 3 && strcmp(argv[0], "user") == 0 &&
-	    (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0);
+	    add_admin ||
+	    (argc == 3 && strcmp(argv[0], "user") == 0 &&
+	     (strcmp(argv[1], "add") == 0 || strcmp(argv[1], "passwd") == 0));
+	const char *who = add_admin ? argv[3] : argv[2];
 	struct store *st;
 	struct store_txn *txn;
 	int rc, r;
@@ -703,8 +739,8 @@ static int cli(const struct config *cfg, int argc, char **argv)
 	if (open_store(cfg, &st) < 0)
 		return 1;
 	/* Input and hashing first, then one short write transaction. */
-	if (takes_password && !cli_address_ok(argv[2])) {
-		fprintf(stderr, "pillarbox: bad address: %s\n", argv[2]);
+	if (takes_password && !cli_address_ok(who)) {
+		fprintf(stderr, "pillarbox: bad address: %s\n", who);
 		store_close(st);
 		return 1;
 	}

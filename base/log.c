@@ -19,6 +19,15 @@ static _Thread_local bool buffered;
 static char lbuf[16384];
 static size_t llen;
 
+static void (*tap)(const char *line, size_t len, void *arg);
+static void *tap_arg;
+
+void log_tap(void (*fn)(const char *line, size_t len, void *arg), void *arg)
+{
+	tap = fn;
+	tap_arg = arg;
+}
+
 void log_buffer(bool on)
 {
 	log_flush();
@@ -54,6 +63,8 @@ static void log_vmsg(enum log_level lvl, const char *area, const char *fmt,
 		n += (size_t)r < sizeof line - n - 1 ? (size_t)r
 						     : sizeof line - n - 2;
 	line[n++] = '\n';
+	if (tap != NULL)
+		tap(line, n, tap_arg);
 	if (buffered) {
 		if (llen + n > sizeof lbuf)
 			log_flush();

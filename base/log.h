@@ -26,6 +26,13 @@ enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 void log_msg(enum log_level lvl, const char *area, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Hands every line written from now on (with its "\n", len octets, not
+ * NUL-terminated) to fn(line, len, arg): the web console keeps the last
+ * ones in memory. fn runs on whichever thread logs, inside log_msg, so it
+ * must be quick, must not log, and must guard what it shares. NULL turns
+ * it off. Set it before other threads log. */
+void log_tap(void (*fn)(const char *line, size_t len, void *arg), void *arg);
+
 /* Turns buffering on or off for the calling thread (the loop thread, which
  * then calls log_flush once per loop iteration). Off flushes. */
 void log_buffer(bool on);

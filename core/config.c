@@ -63,6 +63,11 @@ void config_defaults(struct config *c)
 	/* TLS */
 	strcpy(c->smtps, "127.0.0.1:2465");
 	strcpy(c->pop3s, "127.0.0.1:2995");
+	strcpy(c->web.listen, "127.0.0.1:8080");
+	c->web.timeout = CONFIG_WEB_IDLE;
+	c->web.max_conn_per_ip = CONFIG_WEB_PER_IP;
+	c->web.max_session_time = CONFIG_WEB_LIFETIME;
+	c->web_session_timeout = 3600;
 	config_finish(c);
 }
 
@@ -161,6 +166,9 @@ static const struct key keys[] = {
     {"tls", "min_version", TLSVER, 0, 0, 0, NULL},
     STR_KEY("smtp", "smtps", LISTEN, smtps),
     STR_KEY("pop3", "pop3s", LISTEN, pop3s),
+    STR_KEY("web", "listen", LISTEN, web.listen),
+    STR_KEY("web", "tls_listen", LISTEN, web_tls_listen),
+    NUM_KEY("web", "session_timeout", UINT, web_session_timeout, 60),
 };
 
 /* Parses "123", "10k", "25M", "1G" (binary multiples). */

@@ -106,13 +106,29 @@ struct config {
 	char file[CONFIG_STR_MAX]; /* the file config_load read; "" = none */
 
 	struct config_delivery delivery;
+
+	/* The web console ([web] listen). Its idle timeout and limits are
+	 * fixed (CONFIG_WEB_*), not keys: a browser's keep-alive decides. */
+	struct config_listener web;
+	/* HTTPS with the [tls] certificate: taken now, served once the
+	 * connection layer has TLS (logged as not served until then). */
+	char web_tls_listen[CONFIG_STR_MAX];
+	unsigned web_session_timeout; /* seconds a login lasts unused */
 };
+
+#define CONFIG_WEB_IDLE 75 /* keep-alive: nginx's keepalive_timeout */
+/* A browser opens 6 connections per host; a few tabs, a phone. */
+#define CONFIG_WEB_PER_IP 32
+/* A connection (not a login) lasts this long at most: a slow client
+ * cannot hold one for ever by trickling; the browser simply reconnects. */
+#define CONFIG_WEB_LIFETIME 600
 
 /* Fills c with the built-in defaults: data in ./pillarbox-data, SMTP on
  * 127.0.0.1:2525 (implicit TLS on 2465), submission on 127.0.0.1:2587,
  * POP3 on 127.0.0.1:2110 (implicit TLS on 2995), domain localhost; no
  * relay network, POP-before-SMTP for 1800 s, strict sender check, AUTH
- * only over TLS; delivery to each domain's MX on port 25. */
+ * only over TLS; delivery to each domain's MX on port 25; the web console
+ * on 127.0.0.1:8080, logins lasting an hour unused. */
 void config_defaults(struct config *c);
 
 /* Reads FILE over the current values. On error prints one line

@@ -68,6 +68,7 @@ struct listener {
 	struct conn_listen_opts opts;
 	size_t nconns; /* its connections: it is freed after the last */
 	bool closed;   /* its socket is closed */
+	char addr[NETADDR_TEXT_MAX + 18]; /* "[v6]:port" as bound */
 	struct ipcount *ips[IP_BUCKETS];
 	struct listener *next;
 };
@@ -337,10 +338,10 @@ int conn_listen(uv_loop_t *loop, const struct conn_listen_opts *opts)
 		netaddr_from_sockaddr(&na, (struct sockaddr *)&ss);
 		netaddr_format(&na, name, sizeof name);
 	}
-	log_msg(LOG_INFO, opts->proto->name,
-		"event=listening proto=%s addr=%s:%u",
-		opts->name != NULL ? opts->name : opts->proto->name, name,
-		ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	snprintf(l->addr, sizeof l->addr, "%s:%u", name,
+		 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	log_msg(LOG_INFO, opts->proto->name, "event=listening proto=%s addr=%s",
+		opts->name != NULL ? opts->name : opts->proto->name, l->addr);
 	l->next = listeners;
 	listeners = l;
 	return 0;
@@ -1132,6 +1133,18 @@ bool conn_tls(struct conn *c)
 const char *conn_tls_info(struct conn *c)
 {
 	return c->tls != NULL && c->tls_up ? tls_describe(c->tls) : NULL;
+}
+
+void conn_listeners_each(void (*fn)(const struct conn_listener_info *li,
+				    void *arg),
+			 void *arg)
+{
+	for (struct listener *l = listeners; l != NULL; l = l->next) {
+		struct conn_listener_info li = {
+		    l->opts.name != NULL ? l->opts.name : l->opts.proto->name,
+		    l->addr, l->nconns};
+		fn(&li, arg);
+	}
 }
 
 /* --- who -------------------------------------------------------------------

@@ -133,6 +133,19 @@ void conn_shutdown(void (*done)(void *arg), void *arg);
 /* Number of open connections (all listeners and outbound). */
 size_t conn_count(void);
 
+/* One listener, as conn_listeners_each() shows it. */
+struct conn_listener_info {
+	const char *proto;  /* its protocol's name */
+	const char *addr;   /* the address as bound, "127.0.0.1:2525" */
+	size_t connections; /* open now */
+};
+
+/* Calls fn(li, arg) for every listener (pointers valid during the call;
+ * fn must not listen or close). */
+void conn_listeners_each(void (*fn)(const struct conn_listener_info *li,
+				    void *arg),
+			 void *arg);
+
 /* --- reading ----------------------------------------------------------- */
 
 enum conn_line {

@@ -19,6 +19,7 @@
 #include "core/loop.h"
 #include "core/sasl.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "pop3/parse.h"
 
 enum pop3_state { P_AUTH = 1, P_TRANS = 2, P_ANY = 3 };
@@ -225,6 +226,7 @@ static void pop3_auth_done(void *arg, enum auth_result r)
 		return;
 	}
 	auth_failed(conn_peer_net(s->c));
+	metrics_inc(METRIC_AUTH_FAIL_POP3);
 	log_msg(LOG_WARN, "pop3", "sid=%s event=auth-failed ip=%s user=%s",
 		conn_sid(s->c), conn_peer(s->c), log_str(s->user));
 	if (delay == 0) {
@@ -588,8 +590,10 @@ static void pop3_retr(struct pop3_session *s, char *arg)
 {
 	struct pop3_msg *m = pop3_msg_arg(s, arg, NULL);
 
-	if (m != NULL)
+	if (m != NULL) {
+		metrics_inc(METRIC_RETRIEVED);
 		pop3_send(s, m, -1);
+	}
 }
 
 static void pop3_top(struct pop3_session *s, char *arg)

@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "base/metrics.h"
 #include "base/log.h"
 #include "core/cmd.h"
 #include "smtp/addr.h"
@@ -418,6 +419,7 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		snprintf(line, sizeof line,
 			 "554 5.7.1 <%s>: Relay access denied", rcpt);
 		why = "relay";
+		metrics_inc(METRIC_REJ_RELAY);
 		break;
 	case RCPT_UNKNOWN:
 		snprintf(line, sizeof line,
@@ -425,6 +427,7 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 			 "unknown",
 			 rcpt);
 		why = "unknown-user";
+		metrics_inc(METRIC_REJ_UNKNOWN_USER);
 		break;
 	case RCPT_SENDER:
 		why = NULL; /* sender.c logged it */
@@ -595,6 +598,7 @@ static void smtp_store_done(void *arg, int rc)
 		s->srv->accepted++;
 		if (tx->remote.n > 0)
 			deliver_wake(); /* on its way at once */
+		metrics_inc(METRIC_ACCEPTED);
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at
@@ -603,6 +607,7 @@ static void smtp_store_done(void *arg, int rc)
 				  ? "452 4.3.1 Insufficient system storage"
 				  : "451 4.3.0 Local error in processing");
 		s->srv->refused++;
+		metrics_inc(METRIC_REJ_STORAGE);
 	}
 	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, s->srv->name,
 		"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
@@ -656,6 +661,7 @@ static void smtp_message_finish(struct smtp_session *s, bool paused)
 			"sid=%s event=reject ip=%s helo=%s from=<%s> reply=%s",
 			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
 			log_str(tx->from), log_str(reply));
+		metrics_inc(ours ? METRIC_REJ_STORAGE : METRIC_REJ_CONTENT);
 		smtp_tx_end(s);
 		if (ours) {
 			smtp_reply(s, reply);

@@ -10,6 +10,7 @@
 #include <errno.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 
 /* A job's rc while its batch is worked on, until it is final (<= 0). */
 #define JOB_NOROOM 1 /* refused for room: -ENOSPC, unless a retry fits */
@@ -202,7 +203,10 @@ static void commit_main(void *arg)
 		st->queue_head = st->queue_tail = NULL;
 		uv_mutex_unlock(&st->mu);
 
+		uint64_t t0 = uv_hrtime();
 		commits = commit_batch(st, batch);
+		if (commits > 0) /* a batch that only failed is no latency */
+			metrics_commit_latency((uv_hrtime() - t0) / 1000);
 
 		uv_mutex_lock(&st->mu);
 		st->commits += commits;

@@ -9,8 +9,8 @@
  *             "next_id"                -> u64 next message id
  *             "tick"                   -> u64 LMDB txn id (commit.c)
  *   domains   domain                   -> u32 flags (0 for now)
- *   users     address                  -> u32 flags, u64 0 (was a quota
- *                                         nothing used), u32 next_uid,
+ *   users     address                  -> u32 flags, u64 quota (octets,
+ *                                         0 = none), u32 next_uid,
  *                                         hash bytes
  *   aliases   alias                    -> "a@x,b@y" (lower-cased, no spaces)
  *   messages  u64 id                   -> raw message bytes
@@ -42,7 +42,7 @@
 
 #include "base/log.h"
 
-#define USER_FIXED    16 /* flags + 8 unused + next_uid, then the hash */
+#define USER_FIXED    16 /* flags + quota + next_uid, then the hash */
 #define RESOLVE_DEPTH 8	 /* store.h: aliases of aliases, 8 deep */
 /* Named databases a process may open: DB_COUNT now, and room for the
  * schema to grow; a slot costs a few bytes per transaction. */
@@ -536,6 +536,7 @@ static int user_decode(const MDB_val *v, struct store_user *u)
 	if (v->mv_size < USER_FIXED || v->mv_size > USER_FIXED + STORE_HASH_MAX)
 		return store_err(NULL, MDB_CORRUPTED);
 	u->flags = get_u32(p);
+	u->quota = get_u64(p + 4); /* written 0 before quotas: no limit */
 	u->next_uid = get_u32(p + 12);
 	memcpy(u->hash, p + USER_FIXED, v->mv_size - USER_FIXED);
 	u->hash[v->mv_size - USER_FIXED] = '\0';
@@ -550,7 +551,7 @@ static int user_put(struct store_txn *t, struct key *a,
 	MDB_val v = {USER_FIXED + hlen, rec};
 
 	put_u32(rec, u->flags);
-	put_u64(rec + 4, 0); /* unused, kept so old records still read */
+	put_u64(rec + 4, u->quota);
 	put_u32(rec + 12, u->next_uid);
 	memcpy(rec + USER_FIXED, u->hash, hlen);
 	return put(t, DB_USERS, &a->k, &v, flags);
@@ -634,6 +635,153 @@ int store_user_set_hash(struct store_txn *t, const char *addr, const char *hash)
 		return rc;
 	strcpy(u.hash, hash);
 	return user_put(t, &a, &u, 0);
+}
+
+int store_user_set_flags(struct store_txn *t, const char *addr, uint32_t flags)
+{
+	struct store_user u;
+	struct key a;
+	int rc;
+
+	if ((rc = user_find(t, &a, addr, &u)) < 0)
+		return rc;
+	u.flags = flags;
+	return user_put(t, &a, &u, 0);
+}
+
+int store_user_set_quota(struct store_txn *t, const char *addr, uint64_t quota)
+{
+	struct store_user u;
+	struct key a;
+	int rc;
+
+	if ((rc = user_find(t, &a, addr, &u)) < 0)
+		return rc;
+	u.quota = quota;
+	return user_put(t, &a, &u, 0);
+}
+
+static MDB_val mbox_key(const struct key *a, uint32_t uid, unsigned char *kb);
+
+/* store_user_rename: the first mailbox entry left under the old name. */
+struct rename_entry {
+	uint32_t uid;
+	unsigned char v[16];
+};
+
+static int rename_first(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct rename_entry *e = ctx;
+
+	if (v->mv_size != 16 || k->mv_size < 5)
+		return store_err(NULL, MDB_CORRUPTED);
+	e->uid = get_u32((const char *)k->mv_data + k->mv_size - 4);
+	memcpy(e->v, v->mv_data, 16);
+	return 1;
+}
+
+/* An alias whose targets name from gets to instead. */
+static int rename_alias(struct store_txn *t, MDB_val *k, MDB_val *v,
+			const struct key *from, const struct key *to)
+{
+	char old[STORE_ALIAS_MAX + 1], neu[STORE_ALIAS_MAX + 1];
+	char *save, *tok;
+	size_t n = 0;
+	bool hit = false;
+	MDB_val nv;
+
+	if (v->mv_size > STORE_ALIAS_MAX)
+		return store_err(t, MDB_CORRUPTED);
+	memcpy(old, v->mv_data, v->mv_size);
+	old[v->mv_size] = '\0';
+	for (tok = strtok_r(old, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
+		bool is = strcmp(tok, from->s) == 0;
+		const char *name = is ? to->s : tok;
+		hit |= is;
+		if (n + 1 + strlen(name) > STORE_ALIAS_MAX)
+			return -EINVAL;
+		n += (size_t)sprintf(neu + n, "%s%s", n ? "," : "", name);
+	}
+	if (!hit)
+		return 0;
+	nv = (MDB_val){n, neu};
+	return put(t, DB_ALIASES, k, &nv, 0);
+}
+
+struct rename_aliases {
+	struct store_txn *t;
+	const struct key *from, *to;
+	MDB_val keys[64];
+	char names[64][STORE_ADDR_MAX + 1];
+	size_t n;
+};
+
+/* Collects aliases naming from (written after the walk: a cursor must
+ * not see its own writes). At most 64 per pass; the caller loops. */
+static int rename_scan(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct rename_aliases *r = ctx;
+	const char *p = v->mv_data, *end = p + v->mv_size, *comma;
+	size_t flen = r->from->k.mv_size;
+
+	for (; p < end; p = comma + 1) {
+		comma = memchr(p, ',', (size_t)(end - p));
+		comma = comma != NULL ? comma : end;
+		if ((size_t)(comma - p) == flen &&
+		    memcmp(p, r->from->s, flen) == 0) {
+			if (k->mv_size > STORE_ADDR_MAX)
+				return store_err(NULL, MDB_CORRUPTED);
+			memcpy(r->names[r->n], k->mv_data, k->mv_size);
+			r->keys[r->n] = (MDB_val){k->mv_size, r->names[r->n]};
+			return ++r->n == 64 ? 1 : 0;
+		}
+	}
+	return 0;
+}
+
+int store_user_rename(struct store_txn *t, const char *from, const char *to)
+{
+	unsigned char ka[STORE_ADDR_MAX + 5], kb[STORE_ADDR_MAX + 5];
+	struct rename_aliases *ra;
+	struct rename_entry e;
+	struct store_user u;
+	struct key a, b;
+	bool more;
+	int rc;
+
+	if ((rc = user_find(t, &a, from, &u)) < 0)
+		return rc;
+	if ((rc = name_check(t, &b, to)) < 0)
+		return rc;
+	/* The mailbox, entry by entry, uids kept (they are the UIDL). */
+	while ((rc = walk(t, DB_MAILBOX, a.s, a.k.mv_size + 1, rename_first,
+			  &e)) == 1) {
+		MDB_val ok = mbox_key(&a, e.uid, ka),
+			nk = mbox_key(&b, e.uid, kb);
+		MDB_val v = {16, e.v};
+		if ((rc = put(t, DB_MAILBOX, &nk, &v, MDB_NOOVERWRITE)) < 0 ||
+		    (rc = del(t, DB_MAILBOX, &ok)) < 0)
+			return rc;
+	}
+	if (rc < 0)
+		return rc;
+	if ((rc = del(t, DB_USERS, &a.k)) < 0 ||
+	    (rc = user_put(t, &b, &u, MDB_NOOVERWRITE)) < 0)
+		return rc;
+	ra = xmalloc(sizeof *ra);
+	do {
+		*ra = (struct rename_aliases){.t = t, .from = &a, .to = &b};
+		rc = walk(t, DB_ALIASES, NULL, 0, rename_scan, ra);
+		more = rc == 1;
+		for (size_t i = 0; rc >= 0 && i < ra->n; i++) {
+			MDB_val v;
+			if ((rc = get(t, DB_ALIASES, &ra->keys[i], &v)) == 0)
+				rc = rename_alias(t, &ra->keys[i], &v, &a, &b);
+		}
+	} while (rc >= 0 && more);
+	free(ra);
+	return rc < 0 ? rc : 0;
 }
 
 int store_user_get(struct store_txn *t, const char *addr, struct store_user *u)
@@ -1053,6 +1201,15 @@ static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 	    .arrival = end - p >= 8 ? get_u64(p) : get_u64(v->mv_data),
 	};
 	return w->fn.queue(&e, w->arg);
+}
+
+int store_queue_count(struct store_txn *t, uint64_t *count)
+{
+	MDB_stat ms;
+	int rc = store_err(t, mdb_stat(t->txn, t->st->dbi[DB_QUEUE], &ms));
+
+	*count = rc == 0 ? ms.ms_entries : 0;
+	return rc;
 }
 
 int store_queue_list(struct store_txn *t,

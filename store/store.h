@@ -114,6 +114,7 @@ struct store_user {
 	char hash[STORE_HASH_MAX + 1]; /* crypt(3) string */
 	uint32_t flags;		       /* STORE_USER_* */
 	uint32_t next_uid;	       /* next mailbox uid; uids never reused */
+	uint64_t quota; /* octets the mailbox may hold; 0 = no limit */
 };
 
 /* Adds a user; the domain of addr must be local (-ENOENT otherwise);
@@ -123,6 +124,16 @@ int store_user_add(struct store_txn *txn, const char *addr, const char *hash);
 int store_user_del(struct store_txn *txn, const char *addr);
 int store_user_set_hash(struct store_txn *txn, const char *addr,
 			const char *hash);
+/* Sets the user's flags (STORE_USER_*) or quota (octets, 0 = none).
+ * -ENOENT if there is no such user. */
+int store_user_set_flags(struct store_txn *txn, const char *addr,
+			 uint32_t flags);
+int store_user_set_quota(struct store_txn *txn, const char *addr,
+			 uint64_t quota);
+/* Renames user from to to, with its mailbox (uids kept), and rewrites
+ * every alias target naming from. to must be free and in a local domain
+ * (the errors of store_user_add); -ENOENT when from is no user. */
+int store_user_rename(struct store_txn *txn, const char *from, const char *to);
 /* Copies the record into *u. -ENOENT if there is no such user. */
 int store_user_get(struct store_txn *txn, const char *addr,
 		   struct store_user *u);
@@ -249,6 +260,8 @@ int store_queue_retry(struct store_txn *txn, uint64_t id,
 int store_queue_list(struct store_txn *txn,
 		     int (*fn)(const struct store_queue_entry *e, void *arg),
 		     void *arg);
+/* Number of queued entries (for /metrics and the dashboard). */
+int store_queue_count(struct store_txn *txn, uint64_t *count);
 
 /* --- group commit ------------------------------------------------------ */
 

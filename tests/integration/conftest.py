@@ -39,6 +39,7 @@ class Server:
             "pop3": {"listen": "127.0.0.1:0", "pop3s": "",
                      "require_tls_for_auth": "no",
                      "login_delay": "0"},
+            "web": {"listen": "127.0.0.1:0"},
         }
         for sec, keys in (extra or {}).items():
             sections.setdefault(sec, {}).update(keys)

@@ -284,9 +284,17 @@ static void test_users(void **state)
 	assert_int_equal(store_txn_commit(t), 0);
 }
 
-/* The record keeps the 8 bytes a quota once took, written as 0, so that
- * records written before still read, and a store written now still reads
- * in an older binary. */
+static int collect_alias(const char *alias, const char *targets, void *arg)
+{
+	char *out = arg;
+
+	sprintf(out + strlen(out), "%s=%s;", alias, targets);
+	return 0;
+}
+
+/* The record's 8 bytes after the flags are the quota (big-endian, 0 = no
+ * limit): records written before quotas held 0 there, so they read as
+ * "no limit", and the field survives every other change to the record. */
 static void test_user_record(void **state)
 {
 	struct fx *fx = *state;
@@ -311,6 +319,7 @@ static void test_user_record(void **state)
 	assert_int_equal(store_user_get(t, "old@x.test", &u), 0);
 	assert_int_equal(u.flags, STORE_USER_ADMIN);
 	assert_int_equal(u.next_uid, 7);
+	assert_int_equal(u.quota, 0x400);
 	assert_string_equal(u.hash, "$y$o");
 	assert_int_equal(store_user_set_hash(t, "old@x.test", "$y$n"), 0);
 	assert_int_equal(store_txn_commit(t), 0);
@@ -319,15 +328,70 @@ static void test_user_record(void **state)
 	assert_int_equal(
 	    raw_get(fx->dir, "users", "old@x.test", 10, rec, sizeof rec),
 	    sizeof old);
-	assert_memory_equal(rec, "\0\0\0\1\0\0\0\0\0\0\0\0\0\0\0\7$y$n", 20);
+	assert_memory_equal(rec, "\0\0\0\1\0\0\0\0\0\0\4\0\0\0\0\7$y$n", 20);
 }
 
-static int collect_alias(const char *alias, const char *targets, void *arg)
+static int collect_mail_id(const struct store_mail *m, void *arg)
 {
 	char *out = arg;
 
-	sprintf(out + strlen(out), "%s=%s;", alias, targets);
+	sprintf(out + strlen(out), "%u:%llu;", m->uid,
+		(unsigned long long)m->id);
 	return 0;
+}
+
+/* Flags, quota and a rename: the mailbox moves with its uids, aliases
+ * follow, the old name is free again. */
+static void test_user_rename_quota(void **state)
+{
+	struct fx *fx = *state;
+	char before[256] = "", after[256] = "", aliases[512] = "";
+	struct store_user u;
+	struct store_txn *t;
+	uint64_t id;
+	void *dst;
+
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	populate(fx->st);
+	t = wtxn(fx->st);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(store_msg_put(t, 5, &id, &dst), 0);
+		memcpy(dst, "hello", 5);
+		assert_int_equal(store_mailbox_add(t, "bob@x.test", id, NULL),
+				 0);
+	}
+	assert_int_equal(store_alias_add(t, "team@x.test", "bob@x.test"), 0);
+	assert_int_equal(store_user_set_flags(t, "bob@x.test", 1), 0);
+	assert_int_equal(store_user_set_quota(t, "bob@x.test", 1u << 30), 0);
+	assert_int_equal(store_user_set_quota(t, "nobody@x.test", 1), -ENOENT);
+	assert_int_equal(
+	    store_mailbox_list(t, "bob@x.test", collect_mail_id, before), 0);
+	assert_int_equal(store_user_rename(t, "bob@x.test", "alice@x.test"),
+			 -EEXIST);
+	assert_int_equal(store_user_rename(t, "bob@x.test", "b@nowhere.test"),
+			 -ENOENT);
+	assert_int_equal(store_user_rename(t, "ghost@x.test", "g2@x.test"),
+			 -ENOENT);
+	assert_int_equal(store_user_rename(t, "BOB@x.test", "Rob@x.test"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+
+	t = wtxn(fx->st);
+	assert_int_equal(store_user_get(t, "bob@x.test", &u), -ENOENT);
+	assert_int_equal(store_user_get(t, "rob@x.test", &u), 0);
+	assert_int_equal(u.flags, 1);
+	assert_int_equal(u.quota, 1u << 30);
+	assert_string_equal(u.hash, "$y$b");
+	assert_int_equal(
+	    store_mailbox_list(t, "rob@x.test", collect_mail_id, after), 0);
+	assert_string_equal(before, after);
+	assert_true(strlen(after) > 0);
+	assert_int_equal(
+	    store_mailbox_list(t, "bob@x.test", collect_mail_id, aliases), 0);
+	assert_string_equal(aliases, "");
+	assert_int_equal(store_alias_list(t, collect_alias, aliases), 0);
+	assert_string_equal(aliases, "team@x.test=rob@x.test;");
+	assert_int_equal(store_user_add(t, "bob@x.test", "$y$x"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
 }
 
 static void collect_rcpt(const char *user, void *arg)
@@ -1509,6 +1573,7 @@ int main(void)
 	    T(test_domains),
 	    T(test_users),
 	    T(test_user_record),
+	    T(test_user_rename_quota),
 	    T(test_aliases),
 	    T(test_alias_loops_depth),
 	    T(test_refcount),

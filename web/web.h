@@ -1,0 +1,54 @@
+/*
+ * web.h - the web console: an HTTP/1.1 server on the connection layer,
+ * serving the admin's pages (compiled into the binary), a JSON API under
+ * /api/, /metrics (Prometheus), /healthz, and Mozilla autoconfig for mail
+ * clients. See README.md ("Web console") for the routes.
+ *
+ * Security, in one place (web.c): logins check the account's password off
+ * the loop (core/auth, throttled like POP3); a login is a random session
+ * id in a cookie (HttpOnly; SameSite=Strict) with a CSRF token that every
+ * state-changing request must carry in X-CSRF-Token; every /api/ route
+ * names who may call it (anyone, a logged-in user, the user the path
+ * names, an admin) and the dispatcher checks it, re-reading the account
+ * each time, before any handler runs. Pages run no inline script
+ * (Content-Security-Policy), and build the page from text, never markup.
+ */
+#ifndef PILLARBOX_WEB_H
+#define PILLARBOX_WEB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "core/conn.h"
+#include "store/store.h"
+
+#define WEB_LOGINS_MAX	 256  /* sessions at once; the oldest goes first */
+#define WEB_LOG_LINES	 1000 /* log lines kept for the console */
+#define WEB_LOG_LINE_MAX 400  /* octets kept of each (the rest is cut) */
+
+struct web_login;
+struct logring;
+
+struct web_server {
+	const struct config *cfg;
+	struct store *st;
+	const char *version;
+	time_t started;
+	char busy_reply[160], full_reply[160];
+	struct web_login *logins; /* most recently used first */
+	size_t nlogins;
+	struct logring *ring;
+};
+
+extern const struct conn_proto web_proto;
+
+/* Prepares srv (ctx of the listener) and starts keeping the last
+ * WEB_LOG_LINES log lines (log_tap). */
+void web_server_init(struct web_server *srv, const struct config *cfg,
+		     struct store *st, const char *version);
+/* Drops every login and the log ring (after the loop ended). */
+void web_server_cleanup(struct web_server *srv);
+
+#endif
