@@ -154,7 +154,7 @@ static const struct key keys[] = {
     NUM_KEY("delivery", "mx_port", UINT, delivery.mx_port, 1),
     NUM_KEY("delivery", "retry_schedule", SCHEDULE, delivery.retry, 0),
     NUM_KEY("delivery", "bounce_after", DURATION, delivery.bounce_after, 1),
-    NUM_KEY("delivery", "max_concurrent", UINT, delivery.max_concurrent, 1),
+    NUM_KEY("delivery", "max_concurrent", UINT, delivery.max_concurrent, 0),
     NUM_KEY("delivery", "max_per_domain", UINT, delivery.max_per_domain, 1),
     NUM_KEY("delivery", "connect_timeout", DURATION, delivery.connect_timeout,
 	    1),

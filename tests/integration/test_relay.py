@@ -52,6 +52,17 @@ def expect_stored(reply):
     assert STORED_RE.match(reply.last) and len(reply.lines) == 1, reply
 
 
+
+@pytest.fixture
+def make_server(make_server):
+    """These tests look at what the queue holds, so the runner holds it
+    ([delivery] max_concurrent = 0): nothing is sent on meanwhile."""
+    def make(extra=None, **kw):
+        extra = {k: dict(v) for k, v in (extra or {}).items()}
+        extra.setdefault("delivery", {}).setdefault("max_concurrent", "0")
+        return make_server(extra=extra, **kw)
+    return make
+
 def queue(server):
     """`pillarbox queue list` as [(id, sender, rcpt, attempts, next, err)]."""
     r = server.cli("queue", "list")
