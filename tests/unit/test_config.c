@@ -133,7 +133,10 @@ static void test_delivery_section(void **state)
 	assert_int_equal(load(&c, "[delivery]\nresolver = dns.example:53\n"),
 			 -1);
 	assert_int_equal(load(&c, "[delivery]\nretry_schedule = soon\n"), -1);
-	assert_int_equal(load(&c, "[delivery]\nmax_concurrent = 0\n"), -1);
+	/* max_concurrent = 0 holds the queue: a setting, not an error. */
+	assert_int_equal(load(&c, "[delivery]\nmax_concurrent = 0\n"), 0);
+	assert_int_equal(c.delivery.max_concurrent, 0);
+	assert_int_equal(load(&c, "[delivery]\nmax_per_domain = 0\n"), -1);
 	assert_int_equal(load(&c, "[delivery]\ncommand_timeout = 0s\n"), -1);
 }
 
