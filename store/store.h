@@ -103,7 +103,7 @@ int store_domain_exists(struct store_txn *txn, const char *domain);
 int store_domain_list(struct store_txn *txn,
 		      int (*fn)(const char *name, void *arg), void *arg);
 
-/* --- users: address -> hash, flags, next uid ------------------------- */
+/* --- users: address -> hash, flags, next uid --------------------------- */
 
 #define STORE_USER_ADMIN 0x1u
 

@@ -31,7 +31,7 @@ struct store_txn {
 	size_t added; /* bytes of new records written: 0 when it only deletes */
 };
 
-/* --- map.c: the map and the disk under it ------------------------------- */
+/* --- map.c: the map and the disk under it ------------------------------ */
 
 /* mdb_env_set_mapsize needs every transaction of the process ended, so
  * every transaction counts itself in (open) and a remap closes the gate:
@@ -83,7 +83,7 @@ void map_reserve(struct store *st);
  * become ENOSPC. */
 int map_write_err(struct store *st, int rc);
 
-/* --- the store ------------------------------------------------------------ */
+/* --- the store --------------------------------------------------------- */
 
 struct store {
 	MDB_env *env;
