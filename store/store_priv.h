@@ -42,7 +42,8 @@ struct store_map {
 	int open;	   /* transactions of this process now open */
 	bool closed;	   /* a remap waits for open to reach 0 */
 	unsigned wait_ms;  /* STORE_GROW_WAIT_MS (tests change it) */
-	uint64_t reserved; /* the data file is allocated up to this offset */
+	uint64_t reserved; /* the data file is allocated up to here (commit
+			    * thread; 0 until the first map_reserve) */
 	bool reserve_low;  /* the last top-up failed (logged once) */
 };
 
@@ -59,9 +60,9 @@ void map_leave(struct store *st);
 /* Remaps behind the gate: grow doubles the map (up to max_size, and only
  * when the address space is there); !grow adopts the size another process
  * set. The caller has no transaction open. Waits at most wait_ms for the
- * open transactions to end. Returns 0, MDB_MAP_FULL (cannot grow: nobody
- * was made to wait) or EAGAIN (transactions stayed open; nothing changed
- * and the gate is open again). */
+ * open transactions to end. Returns 0, MDB_MAP_FULL (cannot grow), or
+ * EAGAIN (transactions stayed open; nothing changed and the gate is open
+ * again). */
 int map_remap(struct store *st, bool grow, unsigned wait_ms);
 
 /* For a writer that cannot re-run its work after MDB_MAP_FULL (the CLI):
