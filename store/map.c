@@ -212,8 +212,9 @@ void map_reserve(struct store *st)
 		return;
 	if (st->max_size != 0 && end > st->max_size)
 		end = st->max_size; /* no disk past what the store may use */
-	/* At start, what the file holds already: LMDB leaves no hole below
-	 * its last page, and the reserve follows it. */
+	/* At start, what the file holds already (st_blocks counts 512-byte
+	 * units): LMDB leaves no hole below its last page, and the reserve
+	 * follows it. */
 	if (st->map.reserved == 0 && fstat(fd, &sb) == 0)
 		st->map.reserved = (uint64_t)sb.st_blocks * 512;
 	/* Top up once less than half of it is left. */
