@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #include "base/log.h"
@@ -125,7 +126,7 @@ int map_remap(struct store *st, bool grow, unsigned wait_ms)
 		mdb_env_info(st->env, &info);
 		log_msg(LOG_INFO, "store", "event=map_resize size=%zu",
 			info.me_mapsize);
-	} else if (rc == EAGAIN) {
+	} else if (rc == EAGAIN && wait_ms > 0) {
 		log_msg(LOG_WARN, "store",
 			"event=map_resize_timeout open=%d wait_ms=%u",
 			st->map.open, wait_ms);
@@ -174,7 +175,7 @@ uint64_t map_room(struct store *st)
 	struct statvfs vfs;
 	MDB_txn *txn;
 	MDB_stat ms;
-	uint64_t used = map_used(st, NULL), free = 0;
+	uint64_t used = map_used(st, NULL), reuse = 0;
 	int64_t room = INT64_MAX, r;
 	int fd;
 
@@ -197,31 +198,41 @@ uint64_t map_room(struct store *st)
 	map_enter(st);
 	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) == 0) {
 		if (mdb_env_stat(st->env, &ms) == 0)
-			free = map_free_pages(txn) * ms.ms_psize;
+			reuse = map_free_pages(txn) * ms.ms_psize;
 		mdb_txn_abort(txn);
 	}
 	map_leave(st);
-	if (room > INT64_MAX - (int64_t)free)
+	if (room > INT64_MAX - (int64_t)reuse)
 		return INT64_MAX;
-	room += (int64_t)free;
+	room += (int64_t)reuse;
 	return room > 0 ? (uint64_t)room : 0;
 }
 
 void map_reserve(struct store *st)
 {
-	uint64_t used = map_used(st, NULL), end = used + STORE_RESERVE;
+	uint64_t used = map_used(st, NULL), end = used + STORE_RESERVE, from;
+	struct stat sb;
 	int fd;
 
+	if (mdb_env_get_fd(st->env, &fd) != 0)
+		return;
 	if (st->max_size != 0 && end > st->max_size)
 		end = st->max_size; /* no disk past what the store may use */
+	/* At start, what the file holds already (st_blocks counts 512-byte
+	 * units): LMDB leaves no hole below its last page, and the reserve
+	 * follows it. */
+	if (st->map.reserved == 0 && fstat(fd, &sb) == 0)
+		st->map.reserved = (uint64_t)sb.st_blocks * 512;
 	/* Top up once less than half of it is left. */
-	if (end <= used || st->map.reserved >= used + (end - used) / 2 ||
-	    mdb_env_get_fd(st->env, &fd) != 0)
+	if (end <= used || st->map.reserved >= used + (end - used) / 2)
 		return;
-	/* KEEP_SIZE: the blocks are the file's, but LMDB sees no bigger
-	 * file, and writing into them later needs no free block. */
-	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)used,
-		      (off_t)(end - used)) == 0) {
+	/* Only past what is ours already, so that a failing call (which may
+	 * undo what it allocated) leaves the rest as it was. KEEP_SIZE: the
+	 * blocks are the file's, LMDB sees no bigger file, and writing into
+	 * them later needs no free block. */
+	from = used > st->map.reserved ? used : st->map.reserved;
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)from,
+		      (off_t)(end - from)) == 0) {
 		st->map.reserved = end;
 		if (st->map.reserve_low)
 			log_msg(LOG_INFO, "store", "event=disk_reserve ok=1");

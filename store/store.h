@@ -6,7 +6,7 @@
  * positive count/flag) on success and a negative errno on failure; LMDB's own
  * codes never leave store/:
  *   -ENOENT   no such key          -EEXIST   key already present
- *   -ENOSPC   no room: max_size reached, or the disk full (see "room")
+ *   -ENOSPC   no room: max_size reached, or the disk full (see store_job)
  *   -EAGAIN   try again later (a map resize found transactions still open
  *             after STORE_GROW_WAIT_MS, reader slots full)
  *   -EPROTO   the environment has a schema version this binary does not know
@@ -57,9 +57,8 @@ struct store_txn;
  * created with mode 0700 when absent. max_size caps map growth in bytes
  * (0 = no cap but the address space and the disk); the map starts at
  * STORE_MAP_INITIAL, a quarter of a smaller cap, or the data file's size if
- * larger. Writes
- * the schema version into a new store; refuses (-EPROTO) one with another
- * version. */
+ * larger. Writes the schema version into a new store; refuses (-EPROTO) one
+ * with another version. */
 int store_open(const char *dir, uint64_t max_size, struct store **out);
 
 /* Closes the environment. No transaction may be open and the commit thread
@@ -106,7 +105,7 @@ int store_domain_exists(struct store_txn *txn, const char *domain);
 int store_domain_list(struct store_txn *txn,
 		      int (*fn)(const char *name, void *arg), void *arg);
 
-/* --- users: address -> hash, flags, next uid ------------------------- */
+/* --- users: address -> hash, flags, next uid --------------------------- */
 
 #define STORE_USER_ADMIN 0x1u
 
@@ -277,14 +276,16 @@ int store_queue_count(struct store_txn *txn, uint64_t *count);
  *
  * Room: a job that adds records (store.c counts the bytes of every new
  * record it writes) is refused with -ENOSPC, and undone alone, when they
- * would leave less than STORE_RESERVE free under max_size or on the disk;
- * a job that only deletes is never refused, and the reserve (allocated in
- * the data file ahead of LMDB's last page) holds what it writes, so a user
- * can delete mail on a full disk. Other jobs of the batch still commit; if
- * a whole batch fails for room, each job is retried in its own commit. A
- * deletion's room is usable at once: when a job is refused, the thread
- * commits a tick first (LMDB reuses freed pages only from the second
- * commit after the one that freed them) and runs the job once more. */
+ * would leave less than STORE_RESERVE free under max_size or on the disk.
+ * A job that only deletes may use that reserve, which on the disk is
+ * allocated in the data file ahead of LMDB's last page: a user can delete
+ * mail on a full disk, whoever filled it. Other jobs of the batch still
+ * commit; if a whole batch fails for room (LMDB needed more than counted),
+ * each job is retried in its own commit. The room a deletion made is
+ * usable at once: when a job is refused, the thread first commits a tick
+ * (LMDB reuses freed pages only from the second commit after the one that
+ * freed them), then runs the job once more. No caller marks its job: the
+ * store sees what it writes. */
 struct store_job {
 	int (*run)(struct store_txn *txn, void *arg);
 	void (*done)(void *arg, int rc);

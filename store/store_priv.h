@@ -31,7 +31,7 @@ struct store_txn {
 	size_t added; /* bytes of new records written: 0 when it only deletes */
 };
 
-/* --- map.c: the map and the disk under it ------------------------------- */
+/* --- map.c: the map and the disk under it ------------------------------ */
 
 /* mdb_env_set_mapsize needs every transaction of the process ended, so
  * every transaction counts itself in (open) and a remap closes the gate:
@@ -42,7 +42,8 @@ struct store_map {
 	int open;	   /* transactions of this process now open */
 	bool closed;	   /* a remap waits for open to reach 0 */
 	unsigned wait_ms;  /* STORE_GROW_WAIT_MS (tests change it) */
-	uint64_t reserved; /* the data file is allocated up to this offset */
+	uint64_t reserved; /* the data file is allocated up to here (commit
+			    * thread; 0 until the first map_reserve) */
 	bool reserve_low;  /* the last top-up failed (logged once) */
 };
 
@@ -59,9 +60,9 @@ void map_leave(struct store *st);
 /* Remaps behind the gate: grow doubles the map (up to max_size, and only
  * when the address space is there); !grow adopts the size another process
  * set. The caller has no transaction open. Waits at most wait_ms for the
- * open transactions to end. Returns 0, MDB_MAP_FULL (cannot grow: nobody
- * was made to wait) or EAGAIN (transactions stayed open; nothing changed
- * and the gate is open again). */
+ * open transactions to end. Returns 0, MDB_MAP_FULL (cannot grow), or
+ * EAGAIN (transactions stayed open; nothing changed and the gate is open
+ * again). */
 int map_remap(struct store *st, bool grow, unsigned wait_ms);
 
 /* For a writer that cannot re-run its work after MDB_MAP_FULL (the CLI):
@@ -83,7 +84,7 @@ void map_reserve(struct store *st);
  * become ENOSPC. */
 int map_write_err(struct store *st, int rc);
 
-/* --- the store ------------------------------------------------------------ */
+/* --- the store --------------------------------------------------------- */
 
 struct store {
 	MDB_env *env;

@@ -1158,7 +1158,10 @@ static void test_map_initial(void **state)
 
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	assert_int_equal(map_size(fx->st), STORE_MAP_INITIAL);
-	assert_int_equal(map_size(fx->st), (size_t)1 << 30); /* 64-bit */
+	/* DESIGN.md: 1 GiB of address space on 64-bit, 64 MiB on 32-bit. */
+	assert_int_equal(map_size(fx->st), sizeof(size_t) >= 8
+					       ? (size_t)1 << 30
+					       : (size_t)64 << 20);
 	store_close(fx->st);
 	assert_int_equal(store_open(fx->dir, 1ull << 40, &fx->st), 0);
 	assert_int_equal(map_size(fx->st), STORE_MAP_INITIAL);
