@@ -124,6 +124,8 @@ listen = 127.0.0.1:0
 pop3s =
 login_delay = 0
 max_connections_per_ip = 5000
+[web]
+listen =
 EOF
 }
 

@@ -41,8 +41,9 @@ def start_server(binary, wd, delivery):
         f.write("[server]\nhostname = mx.test\ndata_dir = %s/data\n"
                 "domains = localhost\nmax_connections = 10000\n"
                 "[smtp]\nlisten = 127.0.0.1:0\nrelay_networks = 127.0.0.0/8\n"
-                "max_connections_per_ip = 5000\n[pop3]\nlisten =\n"
-                "[delivery]\n" % wd)
+                "smtps =\nsubmission =\n"
+                "max_connections_per_ip = 5000\n[pop3]\nlisten =\npop3s =\n"
+                "[web]\nlisten =\n[delivery]\n" % wd)
         for k, v in delivery.items():
             f.write("%s = %s\n" % (k, v))
     log = open(wd + "/server.log", "wb")

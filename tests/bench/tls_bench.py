@@ -24,6 +24,7 @@ def start():
     with open(conf, "w") as f:
         f.write("[server]\nhostname = mx.test\ndata_dir = %s/data\n"
                 "max_connections = 0\n[smtp]\nlisten =\nsmtps =\n"
+                "submission =\n[web]\nlisten =\n"
                 "[pop3]\nlisten =\npop3s = 127.0.0.1:0\n"
                 "max_connections_per_ip = 0\n" % W)
     log = os.path.join(W, "server.log")
