@@ -110,8 +110,7 @@ struct config {
 	/* The web console ([web] listen). Its idle timeout and limits are
 	 * fixed (CONFIG_WEB_*), not keys: a browser's keep-alive decides. */
 	struct config_listener web;
-	/* HTTPS with the [tls] certificate: taken now, served once the
-	 * connection layer has TLS (logged as not served until then). */
+	/* HTTPS with the [tls] certificate, the same limits; "" = off. */
 	char web_tls_listen[CONFIG_STR_MAX];
 	unsigned web_session_timeout; /* seconds a login lasts unused */
 };
