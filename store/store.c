@@ -663,20 +663,23 @@ int store_user_set_quota(struct store_txn *t, const char *addr, uint64_t quota)
 
 static MDB_val mbox_key(const struct key *a, uint32_t uid, unsigned char *kb);
 
-/* store_user_rename: the first mailbox entry left under the old name. */
+/* store_user_rename: the first mailbox entry left under the old name,
+ * its value whole (id, size and this copy's own trace header). */
 struct rename_entry {
 	uint32_t uid;
-	unsigned char v[16];
+	size_t len;
+	unsigned char v[16 + STORE_TRACE_MAX];
 };
 
 static int rename_first(MDB_val *k, MDB_val *v, void *ctx)
 {
 	struct rename_entry *e = ctx;
 
-	if (v->mv_size != 16 || k->mv_size < 5)
+	if (v->mv_size < 16 || v->mv_size > sizeof e->v || k->mv_size < 5)
 		return store_err(NULL, MDB_CORRUPTED);
 	e->uid = get_u32((const char *)k->mv_data + k->mv_size - 4);
-	memcpy(e->v, v->mv_data, 16);
+	e->len = v->mv_size;
+	memcpy(e->v, v->mv_data, v->mv_size);
 	return 1;
 }
 
@@ -759,7 +762,7 @@ int store_user_rename(struct store_txn *t, const char *from, const char *to)
 			  &e)) == 1) {
 		MDB_val ok = mbox_key(&a, e.uid, ka),
 			nk = mbox_key(&b, e.uid, kb);
-		MDB_val v = {16, e.v};
+		MDB_val v = {e.len, e.v};
 		if ((rc = put(t, DB_MAILBOX, &nk, &v, MDB_NOOVERWRITE)) < 0 ||
 		    (rc = del(t, DB_MAILBOX, &ok)) < 0)
 			return rc;

@@ -472,7 +472,7 @@ def test_dns(admin, web_server):
     pop3_port = web_server.addr("pop3")[1]
     assert recs[("SRV", "_pop3._tcp.example.org.")] == \
         "0 1 %d mx.test." % pop3_port
-    smtp_port = web_server.addr("smtp")[1]
+    smtp_port = web_server.addr("submission")[1]  # mail programs submit
     assert recs[("SRV", "_submission._tcp.example.org.")] == \
         "0 1 %d mx.test." % smtp_port
 
@@ -480,7 +480,7 @@ def test_dns(admin, web_server):
 def test_status(admin, web_server):
     st = admin.get("/api/status")[1]
     protos = {l["proto"] for l in st["listeners"]}
-    assert protos == {"smtp", "pop3", "web"}
+    assert protos == {"smtp", "submission", "pop3", "web"}
     web = [l for l in st["listeners"] if l["proto"] == "web"][0]
     assert web["connections"] >= 1
     assert st["hostname"] == "mx.test"
@@ -549,7 +549,7 @@ def test_autoconfig(web_server, path):
     assert int(inc.find("port").text) == web_server.addr("pop3")[1]
     assert inc.find("username").text == "%EMAILADDRESS%"
     out = prov.find("outgoingServer")
-    assert int(out.find("port").text) == web_server.addr("smtp")[1]
+    assert int(out.find("port").text) == web_server.addr("submission")[1]
     w.close()
 
 
