@@ -10,7 +10,7 @@ import threading
 import time
 
 from dnslib import AAAA, A, MX as MXRecord, QTYPE, RCODE, RR
-from dnslib.server import BaseResolver, DNSServer
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
@@ -58,7 +58,11 @@ class DNSTable:
 
     def __init__(self):
         self.resolver = TableResolver()
-        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0)
+        # Only errors are printed: the queries are in resolver.queries.
+        quiet = DNSLogger(log="-request,-reply,-truncated,-recv,-send,-data",
+                          prefix=False)
+        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0,
+                                logger=quiet)
         self.server.start_thread()
         self.port = self.server.server.server_address[1]
 
