@@ -57,16 +57,17 @@ struct dl_msg {
 	uint64_t id;
 	char *sender;
 	uint64_t arrival;
-	size_t n;
-	struct dl_entry *ents;
+	size_t n, cap;
+	struct dl_entry **ents; /* each its own allocation: the in-flight
+				 * table points at them */
 	/* The attempt on the current connection. */
 	unsigned tried;		      /* connection serial it was tried on */
 	bool loaded;		      /* size, skip, utf8 known */
 	size_t skip;		      /* a Return-Path: not sent */
 	uint64_t size;		      /* octets sent */
 	bool utf8, eightbit, looping; /* see dl_load */
-	struct client_rcpt cr[DELIVER_RCPTS_MAX];
-	size_t map[DELIVER_RCPTS_MAX]; /* cr[k] is ents[map[k]] */
+	struct client_rcpt *cr; /* this connection's recipients (n at most) */
+	size_t *map;		/* cr[k] is ents[map[k]] */
 	struct client_msg cm;
 	/* The commit of this attempt's outcome. */
 	struct store_job job_commit;
@@ -209,11 +210,14 @@ static void dl_flush_clear(void)
 static void dl_msg_free(struct dl_msg *m)
 {
 	for (size_t i = 0; i < m->n; i++) {
-		dl_inflight_del(&m->ents[i]);
-		free(m->ents[i].recipient);
-		free(m->ents[i].last_error);
+		dl_inflight_del(m->ents[i]);
+		free(m->ents[i]->recipient);
+		free(m->ents[i]->last_error);
+		free(m->ents[i]);
 	}
 	free(m->ents);
+	free(m->cr);
+	free(m->map);
 	free(m->sender);
 	free(m);
 	dl.live_msgs--;
@@ -251,7 +255,7 @@ static int dl_load(struct dl_msg *m)
 		for (const char *s = m->sender; *s; s++)
 			m->utf8 |= (unsigned char)*s >= 0x80;
 		for (size_t i = 0; i < m->n; i++)
-			for (const char *s = m->ents[i].recipient; *s; s++)
+			for (const char *s = m->ents[i]->recipient; *s; s++)
 				m->utf8 |= (unsigned char)*s >= 0x80;
 		m->loaded = true;
 	}
@@ -282,8 +286,8 @@ static void dl_entry_set(struct dl_entry *x, enum dl_state st,
 static bool dl_msg_open(const struct dl_msg *m)
 {
 	for (size_t i = 0; i < m->n; i++)
-		if (m->ents[i].state == DL_TODO ||
-		    m->ents[i].state == DL_DEFERRED)
+		if (m->ents[i]->state == DL_TODO ||
+		    m->ents[i]->state == DL_DEFERRED)
 			return true;
 	return false;
 }
@@ -319,9 +323,9 @@ static struct client_msg *dl_next(void *arg)
 		m->tried = j->serial;
 		if (dl_load(m) < 0) {
 			for (size_t i = 0; i < m->n; i++)
-				if (m->ents[i].state != DL_DELIVERED &&
-				    m->ents[i].state != DL_FAILED)
-					dl_entry_set(&m->ents[i], DL_DEFERRED,
+				if (m->ents[i]->state != DL_DELIVERED &&
+				    m->ents[i]->state != DL_FAILED)
+					dl_entry_set(m->ents[i], DL_DEFERRED,
 						     "451 4.3.0 local error "
 						     "reading the message",
 						     NULL);
@@ -329,19 +333,24 @@ static struct client_msg *dl_next(void *arg)
 		}
 		if (m->looping) {
 			for (size_t i = 0; i < m->n; i++)
-				dl_entry_set(&m->ents[i], DL_FAILED,
+				dl_entry_set(m->ents[i], DL_FAILED,
 					     "554 5.4.6 mail forwarding loop "
 					     "(too many Received: headers)",
 					     NULL);
 			dl_msg_settle(m);
 			return dl_next(arg);
 		}
+		/* Recipients may have joined since the last connection. */
+		free(m->cr);
+		free(m->map);
+		m->cr = xcalloc(m->n, sizeof *m->cr);
+		m->map = xcalloc(m->n, sizeof *m->map);
 		for (size_t i = 0; i < m->n; i++) {
-			if (m->ents[i].state == DL_DELIVERED ||
-			    m->ents[i].state == DL_FAILED)
+			if (m->ents[i]->state == DL_DELIVERED ||
+			    m->ents[i]->state == DL_FAILED)
 				continue;
 			m->cr[k] =
-			    (struct client_rcpt){.addr = m->ents[i].recipient};
+			    (struct client_rcpt){.addr = m->ents[i]->recipient};
 			m->map[k++] = i;
 		}
 		m->cm = (struct client_msg){
@@ -368,7 +377,7 @@ static void dl_done(void *arg, struct client_msg *cm)
 
 	for (size_t k = 0; k < cm->nrcpts; k++) {
 		struct client_rcpt *r = &cm->rcpts[k];
-		struct dl_entry *x = &m->ents[m->map[k]];
+		struct dl_entry *x = m->ents[m->map[k]];
 		enum dl_state st = r->result == CLIENT_DELIVERED ? DL_DELIVERED
 				   : r->result == CLIENT_PERM	 ? DL_FAILED
 								 : DL_DEFERRED;
@@ -402,9 +411,9 @@ static void dl_closed(void *arg, const char *error, bool tls_failed)
 		/* Messages never handed to this connection share its fate. */
 		for (struct dl_msg *m = j->msgs; m != NULL; m = m->next)
 			for (size_t i = 0; i < m->n; i++)
-				if (m->ents[i].state == DL_TODO &&
+				if (m->ents[i]->state == DL_TODO &&
 				    m->tried != j->serial)
-					dl_entry_set(&m->ents[i], DL_DEFERRED,
+					dl_entry_set(m->ents[i], DL_DEFERRED,
 						     error, NULL);
 	}
 	for (struct dl_msg *m = j->msgs; m != NULL; m = m->next)
@@ -451,8 +460,8 @@ static void dl_job_fail_all(struct dl_job *j, enum dl_state st,
 	while (j->msgs != NULL) {
 		struct dl_msg *m = j->msgs;
 		for (size_t i = 0; i < m->n; i++)
-			if (m->ents[i].state == DL_TODO)
-				dl_entry_set(&m->ents[i], st, reply, NULL);
+			if (m->ents[i]->state == DL_TODO)
+				dl_entry_set(m->ents[i], st, reply, NULL);
 		dl_msg_settle(m);
 	}
 }
@@ -549,8 +558,8 @@ static void dl_job_end(struct dl_job *j)
 	while (j->msgs != NULL) {
 		struct dl_msg *m = j->msgs;
 		for (size_t i = 0; i < m->n; i++)
-			if (m->ents[i].state == DL_TODO && j->error[0] != '\0')
-				dl_entry_set(&m->ents[i], DL_DEFERRED, j->error,
+			if (m->ents[i]->state == DL_TODO && j->error[0] != '\0')
+				dl_entry_set(m->ents[i], DL_DEFERRED, j->error,
 					     NULL);
 		dl_msg_settle(m);
 	}
@@ -657,7 +666,7 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 
 	m->bounced = 0;
 	for (size_t i = 0; i < m->n; i++) {
-		struct dl_entry *x = &m->ents[i];
+		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_FAILED) {
 			fails[nf++] = (struct dsn_rcpt){
@@ -679,7 +688,7 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 					 (time_t)m->arrival, fails, nf)) < 0)
 		return m->bounced;
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
-		struct dl_entry *x = &m->ents[i];
+		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_TODO)
 			continue; /* never tried (the server stopped) */
@@ -720,7 +729,7 @@ static void dl_commit_done(void *arg, int rc)
 	bool rescan = m->bounced > 0 || rc < 0;
 
 	for (size_t i = 0; i < m->n; i++) {
-		struct dl_entry *x = &m->ents[i];
+		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
 		if (x->state == DL_TODO)
 			continue;
@@ -877,14 +886,17 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 		m->sender = xstrdup(e->sender);
 		m->arrival = e->arrival;
 		m->job = j;
-		m->ents = xcalloc(DELIVER_RCPTS_MAX, sizeof *m->ents);
 		if (*tail != NULL)
 			(*tail)->next = m;
 		else
 			j->msgs = m;
 		j->nmsgs++;
 	}
-	x = &m->ents[m->n++];
+	if (m->n == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 4;
+		m->ents = xrealloc(m->ents, m->cap * sizeof *m->ents);
+	}
+	x = m->ents[m->n++] = xcalloc(1, sizeof *x);
 	x->e = *e;
 	x->recipient = xstrdup(e->recipient);
 	x->last_error = xstrdup(e->last_error);

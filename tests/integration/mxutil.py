@@ -10,7 +10,7 @@ import threading
 import time
 
 from dnslib import AAAA, A, MX as MXRecord, QTYPE, RCODE, RR
-from dnslib.server import BaseResolver, DNSServer
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult
@@ -58,7 +58,11 @@ class DNSTable:
 
     def __init__(self):
         self.resolver = TableResolver()
-        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0)
+        # Only errors are printed: the queries are in resolver.queries.
+        quiet = DNSLogger(log="-request,-reply,-truncated,-recv,-send,-data",
+                          prefix=False)
+        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0,
+                                logger=quiet)
         self.server.start_thread()
         self.port = self.server.server.server_address[1]
 
@@ -223,3 +227,95 @@ def server_tls_context(cert, key):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+# ------------------------------------------------- a hand-written exchanger
+
+class ScriptedMX:
+    """An SMTP server written out by hand, to see exactly what the client
+    sends: every reply goes out one octet per send(), multi-line replies
+    included, and the commands are recorded as they arrive. ehlo: the
+    EHLO reply's lines after the first (None: EHLO is refused with 500, so
+    the client must fall back to HELO). The recorded transaction bodies
+    are un-dot-stuffed."""
+
+    def __init__(self, ip, port, ehlo=("PIPELINING", "8BITMIME", "SIZE")):
+        self.ehlo = ehlo
+        self.commands = []    # every command line, in order
+        self.batches = []     # command lines that arrived together
+        self.bodies = []      # (raw data as sent, un-stuffed body)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(8)
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _send(self, c, text):
+        for b in text.encode():
+            c.sendall(bytes([b]))
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,),
+                             daemon=True).start()
+
+    def _serve(self, c):
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        try:
+            self._send(c, "220 scripted.test ESMTP\r\n")
+            while True:
+                while b"\r\n" not in buf:
+                    time.sleep(0.05)  # let a pipelined batch arrive whole
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                batch = buf.count(b"\r\n")
+                self.batches.append(batch)
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    cmd = line.decode("utf-8", "replace")
+                    self.commands.append(cmd)
+                    verb = cmd.split(" ")[0].upper()
+                    if verb == "EHLO":
+                        if self.ehlo is None:
+                            self._send(c, "500 5.5.1 no EHLO here\r\n")
+                        else:
+                            lines = ["scripted.test"] + list(self.ehlo)
+                            self._send(c, "".join(
+                                "250%s%s\r\n" % (
+                                    " " if i == len(lines) - 1 else "-", l)
+                                for i, l in enumerate(lines)))
+                    elif verb == "DATA":
+                        self._send(c, "354 go ahead\r\n")
+                        while b"\r\n.\r\n" not in buf:
+                            chunk = c.recv(65536)
+                            if not chunk:
+                                return
+                            buf += chunk
+                        raw, buf = buf.split(b"\r\n.\r\n", 1)
+                        raw += b"\r\n"
+                        body = b"".join(
+                            l[1:] if l.startswith(b".") else l
+                            for l in raw.splitlines(keepends=True))
+                        self.bodies.append((raw, body))
+                        self._send(c, "250-2.0.0 accepted\r\n"
+                                      "250 2.0.0 as many lines\r\n")
+                    elif verb == "QUIT":
+                        self._send(c, "221 bye\r\n")
+                        return
+                    else:
+                        self._send(c, "250 2.0.0 ok\r\n")
+        finally:
+            c.close()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from helpers import pop3_messages, restart
-from mxutil import (MX, DNSTable, free_port, make_ca, plain_auth,
-                    server_tls_context, wait_for)
+from mxutil import (MX, DNSTable, ScriptedMX, free_port, make_ca,
+                    plain_auth, server_tls_context, wait_for)
 
 MX_IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
@@ -502,3 +502,63 @@ def _port_open(ip, port):
         return True
     except OSError:
         return False
+
+
+# ------------------------------------------------ what goes on the wire
+
+def scripted(make_server, dns, mx_port, mxs, **kw):
+    dns.mx("remote.test", (10, "mx1.remote.test"))
+    dns.a("mx1.remote.test", "127.0.0.2")
+    m = ScriptedMX("127.0.0.2", mx_port, **kw)
+    mxs.append(m)
+    return m, delivery_server(make_server, dns, mx_port)
+
+
+def test_pipelining_and_dot_stuffing_on_the_wire(make_server, dns, mx_port,
+                                                 mxs):
+    """PIPELINING offered: MAIL, both RCPTs and DATA in one write, replies
+    read back one octet at a time; SIZE= and BODY=8BITMIME given; a line
+    starting with "." goes out doubled and comes back whole."""
+    m, s = scripted(make_server, dns, mx_port, mxs)
+    body = ("Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\n"
+            "caf\u00e9 8bit\r\n").encode()
+    submit(s, ["a@remote.test", "b@remote.test"], body=body)
+    wait_for(lambda: m.bodies, what="the message")
+    wait_for(lambda: queue(s) == [], what="an empty queue")
+    i = next(k for k, c in enumerate(m.commands) if c.startswith("MAIL"))
+    assert m.commands[i:i + 4] == [
+        m.commands[i], "RCPT TO:<a@remote.test>", "RCPT TO:<b@remote.test>",
+        "DATA"]
+    assert re.fullmatch(r"MAIL FROM:<alice@localhost> SIZE=\d+ BODY=8BITMIME",
+                        m.commands[i])
+    assert 4 in m.batches  # the four came in one write
+    raw, got = m.bodies[0]
+    assert b"\r\n..leading dot\r\n...two\r\n..\r\n" in raw
+    assert got.endswith(body)
+    size = int(re.search(r"SIZE=(\d+)", m.commands[i]).group(1))
+    assert size == len(got)
+    wait_for(lambda: m.commands[-1] == "QUIT", what="QUIT")
+
+
+def test_helo_fallback_and_no_pipelining(make_server, dns, mx_port, mxs):
+    """EHLO refused with a 5xx: HELO, and then plain RFC 821 - no
+    parameters on MAIL, one command at a time."""
+    m, s = scripted(make_server, dns, mx_port, mxs, ehlo=None)
+    submit(s, ["a@remote.test", "b@remote.test"], tag="helo")
+    wait_for(lambda: m.bodies, what="the message")
+    assert m.commands[0].startswith("EHLO ")
+    assert m.commands[1].startswith("HELO ")
+    assert "MAIL FROM:<alice@localhost>" in m.commands
+    assert max(m.batches) == 1  # never two commands at once
+
+
+def test_peer_size_limit_bounces_without_sending(make_server, dns, mx_port,
+                                                 mxs):
+    m, s = scripted(make_server, dns, mx_port, mxs,
+                    ehlo=("PIPELINING", "SIZE 200"))
+    submit(s, ["a@remote.test"], body=("Subject: big\r\n\r\n" +
+                                       "x" * 500 + "\r\n").encode())
+    msgs = wait_for(lambda: pop3_messages(s, "alice@localhost"),
+                    what="a bounce")
+    assert b"5.3.4" in msgs[0] and b"exceeds the limit" in msgs[0]
+    assert not any(c.startswith("MAIL") for c in m.commands)
