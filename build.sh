@@ -49,7 +49,7 @@ e2e_deps() {
 	deps "${want[@]}" || echo "build.sh: cannot install ${want[*]}:" \
 		"the browser test will be skipped" >&2
 	if command -v npm >/dev/null &&
-		! (cd tests/e2e && npm ci --no-audit --no-fund --silent); then
+		! (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error); then
 		echo "build.sh: npm ci in tests/e2e failed:" \
 			"the browser test will be skipped" >&2
 	fi
