@@ -24,6 +24,9 @@
  *                                         own Return-Path, and still read)
  *   queue     u64 id, recipient        -> u64 next_attempt, u32 attempts,
  *                                         sender 0x00 last_error 0x00
+ *                                         [u64 arrival: written by the
+ *                                         first retry; until then
+ *                                         next_attempt is the arrival]
  * Names never contain 0x00, so "a@x\0" prefixes a@x's mailbox entries only.
  *
  * The queue was keyed next_attempt || id before, which made two recipients

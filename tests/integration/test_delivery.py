@@ -99,6 +99,22 @@ def test_falls_back_to_second_mx(make_server, dns, mx_port, mxs, how):
     wait_for(lambda: queue(s) == [], what="empty queue")
 
 
+def test_ipv6_first_then_ipv4(make_server, dns, mx_port, mxs):
+    """An exchanger's IPv6 address is tried first; nothing listens there
+    (::1 at that port), so its IPv4 address takes the mail."""
+    dns.mx("remote.test", (10, "mx1.remote.test"))
+    dns.aaaa("mx1.remote.test", "::1")
+    dns.a("mx1.remote.test", "127.0.0.2")
+    m = MX("127.0.0.2", mx_port)
+    mxs.append(m)
+    s = delivery_server(make_server, dns, mx_port)
+    submit(s, ["bob@remote.test"], tag="v6")
+    m.rec.wait(1)
+    log = s.log_text()
+    assert re.search(r"event=connect-failed ip=::1 ", log), log[-2000:]
+    assert log.index("ip=::1") < log.index("event=connected ip=127.0.0.2")
+
+
 def test_5xx_bounces_to_local_sender(make_server, dns, mx_port, mxs):
     dns.mx("remote.test", (10, "mx1.remote.test"))
     dns.a("mx1.remote.test", "127.0.0.2")
