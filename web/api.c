@@ -85,6 +85,26 @@ static int api_read_begin(struct web_conn *w, struct store_txn **txn)
 	return r;
 }
 
+/* Runs fill(txn, ctx) in a read transaction of its own (a list, into the
+ * JSON array ctx holds). 0, or -1 once the client has its 503: the store
+ * could not be read now. */
+static int api_read(struct web_conn *w,
+		    int (*fill)(struct store_txn *txn, void *ctx), void *ctx)
+{
+	struct store_txn *txn;
+	int r;
+
+	if (api_read_begin(w, &txn) < 0)
+		return -1;
+	r = fill(txn, ctx);
+	store_txn_abort(txn);
+	if (r < 0) {
+		web_error(w, 503, "cannot read the store now, try again");
+		return -1;
+	}
+	return 0;
+}
+
 uint64_t api_disk_free(struct web_server *srv)
 {
 	struct statvfs sv;
@@ -329,20 +349,20 @@ static int api_user_each(const char *addr, const struct store_user *u,
 	return 0;
 }
 
+static int api_users_fill(struct store_txn *txn, void *ctx)
+{
+	struct api_list *l = ctx;
+
+	l->txn = txn; /* each user's mailbox is counted in it too */
+	return store_user_list(txn, api_user_each, l);
+}
+
 void api_users(struct web_conn *w)
 {
 	struct api_list l = {NULL, json_array()};
-	int r;
 
-	if (api_read_begin(w, &l.txn) < 0) {
+	if (api_read(w, api_users_fill, &l) < 0) {
 		json_decref(l.arr);
-		return;
-	}
-	r = store_user_list(l.txn, api_user_each, &l);
-	store_txn_abort(l.txn);
-	if (r < 0) {
-		json_decref(l.arr);
-		web_error(w, 503, "cannot read the store now, try again");
 		return;
 	}
 	web_json(w, 200, json_pack("{s:o}", "users", l.arr));
@@ -472,20 +492,17 @@ static int api_alias_each(const char *alias, const char *targets, void *arg)
 	return 0;
 }
 
+static int api_aliases_fill(struct store_txn *txn, void *arr)
+{
+	return store_alias_list(txn, api_alias_each, arr);
+}
+
 void api_aliases(struct web_conn *w)
 {
-	struct store_txn *txn;
-	json_t *arr;
-	int r;
+	json_t *arr = json_array();
 
-	if (api_read_begin(w, &txn) < 0)
-		return;
-	arr = json_array();
-	r = store_alias_list(txn, api_alias_each, arr);
-	store_txn_abort(txn);
-	if (r < 0) {
+	if (api_read(w, api_aliases_fill, arr) < 0) {
 		json_decref(arr);
-		web_error(w, 503, "cannot read the store now, try again");
 		return;
 	}
 	web_json(w, 200, json_pack("{s:o}", "aliases", arr));
@@ -571,20 +588,17 @@ static int api_domain_each(const char *name, void *arg)
 	return 0;
 }
 
+static int api_domains_fill(struct store_txn *txn, void *d)
+{
+	return store_domain_list(txn, api_domain_each, d);
+}
+
 void api_domains(struct web_conn *w)
 {
-	struct api_domains d = {w, NULL};
-	struct store_txn *txn;
-	int r;
+	struct api_domains d = {w, json_array()};
 
-	if (api_read_begin(w, &txn) < 0)
-		return;
-	d.arr = json_array();
-	r = store_domain_list(txn, api_domain_each, &d);
-	store_txn_abort(txn);
-	if (r < 0) {
+	if (api_read(w, api_domains_fill, &d) < 0) {
 		json_decref(d.arr);
-		web_error(w, 503, "cannot read the store now, try again");
 		return;
 	}
 	web_json(w, 200, json_pack("{s:o}", "domains", d.arr));
@@ -684,20 +698,17 @@ static int api_queue_each(const struct store_queue_entry *e, void *arg)
 	return 0;
 }
 
+static int api_queue_fill(struct store_txn *txn, void *arr)
+{
+	return store_queue_list(txn, api_queue_each, arr);
+}
+
 void api_queue(struct web_conn *w)
 {
-	struct store_txn *txn;
-	json_t *arr;
-	int r;
+	json_t *arr = json_array();
 
-	if (api_read_begin(w, &txn) < 0)
-		return;
-	arr = json_array();
-	r = store_queue_list(txn, api_queue_each, arr);
-	store_txn_abort(txn);
-	if (r < 0) {
+	if (api_read(w, api_queue_fill, arr) < 0) {
 		json_decref(arr);
-		web_error(w, 503, "cannot read the store now, try again");
 		return;
 	}
 	/* Actions wait for outbound delivery (it owns retries and DSNs). */
@@ -897,22 +908,19 @@ static int api_dns_each(const char *name, void *arg)
 	return 0;
 }
 
+static int api_dns_fill(struct store_txn *txn, void *d)
+{
+	return store_domain_list(txn, api_dns_each, d);
+}
+
 void api_dns(struct web_conn *w)
 {
 	struct api_ports ports = {NULL, 0, 0, 0, 0};
-	struct api_dns d = {w->srv->cfg->hostname, &ports, NULL};
-	struct store_txn *txn;
-	int r;
+	struct api_dns d = {w->srv->cfg->hostname, &ports, json_array()};
 
 	conn_listeners_each(api_listener_each, &ports);
-	if (api_read_begin(w, &txn) < 0)
-		return;
-	d.arr = json_array();
-	r = store_domain_list(txn, api_dns_each, &d);
-	store_txn_abort(txn);
-	if (r < 0) {
+	if (api_read(w, api_dns_fill, &d) < 0) {
 		json_decref(d.arr);
-		web_error(w, 503, "cannot read the store now, try again");
 		return;
 	}
 	/* The live check needs the resolver (core/dns, c-ares). */
