@@ -44,7 +44,9 @@
 	  "")                                                                  \
 	X(AUTH_FAIL_WEB, "pillarbox_auth_failures_total", "proto=\"web\"", "") \
 	X(WEB_REQUESTS, "pillarbox_web_requests_total", "",                    \
-	  "HTTP requests answered by the web console")
+	  "HTTP requests answered by the web console")                         \
+	X(QUEUE_WALKS, "pillarbox_queue_walks_total", "",                      \
+	  "Walks of the whole outbound queue by the delivery runner")
 
 enum metric {
 #define X(e, family, label, help) METRIC_##e,

@@ -25,8 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 #include "core/dns.h"
 #include "core/loop.h"
 #include "smtp/client.h"
@@ -103,6 +105,12 @@ static struct {
 	struct dl_flush *flush[DL_BUCKETS];
 	size_t nflush;
 	uint64_t hold_until_ms; /* after a failed commit */
+	/* What the next look at the queue covers (see dl_scan). */
+	uint64_t fresh_ids[DELIVER_FRESH_MAX]; /* messages just queued */
+	size_t nfresh_ids;
+	bool scan_all;	      /* the whole queue is to be looked at */
+	uint64_t all_not_before_ms; /* ... but not before this */
+	uint64_t due_ms;	    /* when an entry falls due (or a rescan) */
 	struct dl_job *jobs;
 	size_t njobs;
 	size_t inflight;
@@ -780,7 +788,6 @@ static void dl_msg_commit(struct dl_msg *m)
 
 struct dl_scan {
 	uint64_t now;
-	bool skipped;		  /* a due entry waits for a free slot */
 	uint64_t next_due;	  /* the soonest entry not yet due; 0: none */
 	struct dl_job *fresh[64]; /* jobs made by this scan */
 	size_t nfresh;
@@ -909,39 +916,77 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	return 0;
 }
 
+static uint64_t dl_clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Looks at the queue: starts what is due, and sets the timer for what
- * will be. */
+ * will be. A look covers either
+ *   - the messages just queued (deliver_queued): a walk of their own
+ *     keys, so a busy server does not walk the whole queue per commit;
+ *   - or the whole queue (deliver_wake: a slot set free, a flush, a
+ *     result recorded; or the timer, when an entry falls due). That costs
+ *     time in proportion to the queue, so after a walk that took T the
+ *     next waits until 9 T have passed: however long the queue grows (a
+ *     long outage somewhere), walking it takes at most a tenth of the
+ *     loop, while a short one is looked at again at once.
+ * The timer serves both: it is set for the sooner of the next whole walk
+ * wanted and the next entry due. */
 static void dl_scan(void *arg)
 {
 	struct dl_scan sc = {.now = (uint64_t)time(NULL)};
 	struct store_txn *txn = NULL;
-	uint64_t wait_ms = DELIVER_RESCAN_MS;
+	uint64_t now_ms = loop_now_ms(), wait_ms, t0 = 0, at;
+	bool all;
 	int r;
 
 	(void)arg;
 	if (dl.stopping)
 		return;
-	if (loop_now_ms() < dl.hold_until_ms) {
-		timer_start(dl.timer, dl.hold_until_ms - loop_now_ms());
+	if (now_ms < dl.hold_until_ms) {
+		timer_start(dl.timer, dl.hold_until_ms - now_ms);
 		return;
 	}
+	if (now_ms >= dl.due_ms)
+		dl.scan_all = true;
+	all = dl.scan_all && now_ms >= dl.all_not_before_ms;
 	r = store_txn_begin(dl.st, false, &txn);
-	if (r == 0)
+	if (r == 0 && all) {
+		t0 = dl_clock_us();
 		r = store_queue_list(txn, dl_scan_entry, &sc);
+		metrics_inc(METRIC_QUEUE_WALKS);
+	}
+	for (size_t i = 0; r == 0 && !all && i < dl.nfresh_ids; i++)
+		r = store_queue_list_id(txn, dl.fresh_ids[i], dl_scan_entry,
+					&sc);
 	store_txn_abort(txn);
+	dl.nfresh_ids = 0;
 	if (r < 0) {
 		log_msg(LOG_ERROR, "deliver", "event=scan-failed error=%s",
 			strerror(-r));
-		wait_ms = 1000;
+		dl.scan_all = true;
+		dl.all_not_before_ms = now_ms + 1000;
+	} else if (all) {
+		dl.scan_all = false;
+		dl.all_not_before_ms = now_ms + 9 * (dl_clock_us() - t0) / 1000;
+		wait_ms = DELIVER_RESCAN_MS;
+		if (sc.next_due != 0 && (sc.next_due - sc.now) * 1000 < wait_ms)
+			wait_ms = (sc.next_due - sc.now) * 1000;
+		dl.due_ms = now_ms + wait_ms;
+	} else if (sc.next_due != 0 &&
+		   now_ms + (sc.next_due - sc.now) * 1000 < dl.due_ms) {
+		dl.due_ms = now_ms + (sc.next_due - sc.now) * 1000;
 	}
 	for (size_t i = 0; i < sc.nfresh; i++)
 		dl_job_go(sc.fresh[i]);
-	if (sc.next_due != 0) {
-		uint64_t due_ms = (sc.next_due - sc.now) * 1000;
-		if (due_ms < wait_ms)
-			wait_ms = due_ms;
-	}
-	timer_start(dl.timer, wait_ms);
+	at = dl.due_ms;
+	if (dl.scan_all && dl.all_not_before_ms < at)
+		at = dl.all_not_before_ms;
+	timer_start(dl.timer, at > now_ms ? at - now_ms : 0);
 }
 
 /* --- the interface -------------------------------------------------------- */
@@ -991,8 +1036,21 @@ int deliver_start(const struct config *cfg, struct store *st)
 
 void deliver_wake(void)
 {
-	if (dl.running && !dl.stopping)
+	if (dl.running && !dl.stopping) {
+		dl.scan_all = true;
 		timer_start(dl.timer, 0);
+	}
+}
+
+void deliver_queued(uint64_t id)
+{
+	if (!dl.running || dl.stopping)
+		return;
+	if (dl.nfresh_ids < DELIVER_FRESH_MAX)
+		dl.fresh_ids[dl.nfresh_ids++] = id;
+	else
+		dl.scan_all = true; /* more than a look by keys is worth */
+	timer_start(dl.timer, 0);
 }
 
 struct dl_flush_walk {
@@ -1018,11 +1076,18 @@ void deliver_flush(uint64_t id)
 
 	if (!dl.running || dl.stopping)
 		return;
-	if (store_txn_begin(dl.st, false, &txn) == 0)
-		store_queue_list(txn, dl_flush_each, &w);
+	if (store_txn_begin(dl.st, false, &txn) == 0) {
+		if (id != 0)
+			store_queue_list_id(txn, id, dl_flush_each, &w);
+		else
+			store_queue_list(txn, dl_flush_each, &w);
+	}
 	store_txn_abort(txn);
 	dl.hold_until_ms = 0;
-	deliver_wake();
+	if (id != 0)
+		deliver_queued(id);
+	else
+		deliver_wake();
 }
 
 void deliver_stop(void)

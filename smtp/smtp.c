@@ -597,7 +597,7 @@ static void smtp_store_done(void *arg, int rc)
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
 		if (tx->remote.n > 0)
-			deliver_wake(); /* on its way at once */
+			deliver_queued(tx->stored_id); /* on its way */
 		metrics_inc(METRIC_ACCEPTED);
 	} else {
 		/* Both are temporary: a full store may have room later (RFC

@@ -1225,3 +1225,14 @@ int store_queue_list(struct store_txn *t,
 	return walk(t, DB_QUEUE, NULL, 0, queue_each,
 		    &(struct walk_ctx){.fn.queue = fn, .arg = arg});
 }
+
+int store_queue_list_id(struct store_txn *t, uint64_t id,
+			int (*fn)(const struct store_queue_entry *e, void *arg),
+			void *arg)
+{
+	unsigned char kb[8];
+
+	put_u64(kb, id);
+	return walk(t, DB_QUEUE, kb, sizeof kb, queue_each,
+		    &(struct walk_ctx){.fn.queue = fn, .arg = arg});
+}

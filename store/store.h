@@ -259,6 +259,10 @@ int store_queue_retry(struct store_txn *txn, uint64_t id,
 int store_queue_list(struct store_txn *txn,
 		     int (*fn)(const struct store_queue_entry *e, void *arg),
 		     void *arg);
+/* The same for message id's entries only (a walk of their keys). */
+int store_queue_list_id(struct store_txn *txn, uint64_t id,
+			int (*fn)(const struct store_queue_entry *e, void *arg),
+			void *arg);
 /* Number of queued entries (for /metrics and the dashboard). */
 int store_queue_count(struct store_txn *txn, uint64_t *count);
 

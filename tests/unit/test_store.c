@@ -873,6 +873,16 @@ static void test_queue(void **state)
 	assert_string_equal(out, "1/\"a b\"@remote.test//7/0/;"
 				 "1/Bob@Remote.test/a@x.test/1000/0/;"
 				 "1/carol@remote.test//1000/0/;");
+	/* One message's entries alone: none of another's, before or after. */
+	out[0] = '\0';
+	assert_int_equal(store_queue_list_id(t, id, collect_queue, out), 0);
+	assert_string_equal(out, "1/\"a b\"@remote.test//7/0/;"
+				 "1/Bob@Remote.test/a@x.test/1000/0/;"
+				 "1/carol@remote.test//1000/0/;");
+	out[0] = '\0';
+	assert_int_equal(store_queue_list_id(t, 0, collect_queue, out), 0);
+	assert_int_equal(store_queue_list_id(t, 2, collect_queue, out), 0);
+	assert_string_equal(out, "");
 	store_txn_abort(t);
 
 	/* The body goes with the last reference, mailbox or queue. */
