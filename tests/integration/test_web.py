@@ -254,9 +254,17 @@ def test_users_lifecycle(admin, web_server):
         s.sendmail("x@example.org", ["carol@localhost"],
                    b"Subject: hi\r\n\r\nhello\r\n")
     users = {u["address"]: u for u in admin.get("/api/users")[1]["users"]}
+    assert set(users["carol@localhost"]) == {"address", "admin", "quota",
+                                             "messages", "used"}
     assert users["carol@localhost"]["quota"] == 1 << 20
     assert users["carol@localhost"]["messages"] == 1
-    assert users["carol@localhost"]["bytes"] > 20
+    # the store's running total: what POP3's STAT counts
+    p = poplib.POP3(*web_server.addr("pop3"), timeout=10)
+    p.user("carol@localhost")
+    p.pass_("pw c")
+    assert p.stat() == (1, users["carol@localhost"]["used"])
+    p.quit()
+    assert users["carol@localhost"]["used"] > 20
     assert users["carol@localhost"]["admin"] is False
     assert users[ADMIN]["admin"] is True
     # exists already (user or alias)
