@@ -38,6 +38,8 @@
 	  "reason=\"content\"", "")                                            \
 	X(REJ_STORAGE, "pillarbox_messages_rejected_total",                    \
 	  "reason=\"storage\"", "")                                            \
+	X(REJ_QUOTA, "pillarbox_messages_rejected_total", "reason=\"quota\"",  \
+	  "")                                                                  \
 	X(AUTH_FAIL_POP3, "pillarbox_auth_failures_total", "proto=\"pop3\"",   \
 	  "Failed logins")                                                     \
 	X(AUTH_FAIL_SMTP, "pillarbox_auth_failures_total", "proto=\"smtp\"",   \

@@ -601,6 +601,38 @@ static void dl_users_add(const char *user, void *arg)
 	us->u[us->n++] = xstrdup(user);
 }
 
+/* A bounce's own trace in a local mailbox: a final delivery adds the
+ * Return-Path, <> for a bounce. */
+#define DL_BOUNCE_TRACE "Return-Path: <>\r\n"
+
+/* Drops from us the mailboxes an entry of size octets would take past
+ * their quota. A hard quota holds for our own mail too, as Dovecot's does
+ * for a bounce Postfix hands it; the bounce then goes to nobody, since
+ * its own sender is <>. Logged, as nobody else will hear of it. */
+static int dl_users_fit(struct store_txn *txn, uint64_t id, struct dl_users *us,
+			uint64_t size)
+{
+	struct store_user u;
+	size_t k = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < us->n; i++) {
+		if (r == 0 && (r = store_user_get(txn, us->u[i], &u)) == 0 &&
+		    store_user_fits(&u, size)) {
+			us->u[k++] = us->u[i];
+			continue;
+		}
+		if (r == 0)
+			log_msg(LOG_WARN, "deliver",
+				"event=bounce-dropped msg=%016" PRIx64
+				" to=<%s> reason=quota",
+				id, log_str(us->u[i]));
+		free(us->u[i]);
+	}
+	us->n = k;
+	return r;
+}
+
 int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n)
@@ -639,15 +671,20 @@ int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 				       .rcpts = rcpts,
 				       .nrcpts = n},
 			 &tlen);
-	r = store_msg_put(txn, tlen, &bid, &dst);
-	if (r == 0)
+	r = 0; /* (a local sender's r was its number of mailboxes) */
+	if (local)
+		r = dl_users_fit(txn, id, &us,
+				 tlen + sizeof DL_BOUNCE_TRACE - 1);
+	/* No mailbox left: no body either (it would have no reference). */
+	if (r == 0 && (!local || us.n > 0) &&
+	    (r = store_msg_put(txn, tlen, &bid, &dst)) == 0)
 		memcpy(dst, text, tlen);
 	if (local) {
 		/* Straight into the sender's mailbox, in this very commit,
 		 * with the Return-Path a final delivery adds. */
 		for (size_t i = 0; r == 0 && i < us.n; i++)
-			r = store_mailbox_add_trace(
-			    txn, us.u[i], bid, "Return-Path: <>\r\n", NULL);
+			r = store_mailbox_add_trace(txn, us.u[i], bid,
+						    DL_BOUNCE_TRACE, NULL);
 	} else if (r == 0) {
 		/* Queued like any relayed message, from <>. */
 		r = store_queue_add(txn, bid, sender, "", (uint64_t)time(NULL));

@@ -79,9 +79,11 @@ void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
 /* Returns msg's failed recipients to its sender (arrival in seconds), inside a
  * write transaction (the commit thread's, or the CLI's): a bounce built by
  * dsn_build, put straight into the sender's mailbox when the sender is a
- * local user, else queued for the sender with the null sender. Never to
- * <> (sender ""). Returns 1 when a bounce was queued (wake the runner), 0
- * when it went to a mailbox or nowhere, <0 on a store error. */
+ * local user (into each of its mailboxes with room under its quota; a
+ * full one does not get it, logged event=bounce-dropped), else queued for
+ * the sender with the null sender. Never to <> (sender ""). Returns 1 when
+ * a bounce was queued (wake the runner), 0 when it went to a mailbox or
+ * nowhere, <0 on a store error. */
 int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n);
