@@ -239,10 +239,10 @@ def test_check_deadline_and_client_gone(admin, dns_server, zone):
     w.close()
 
 
-def test_check_cap_and_stop(admin, dns_server, zone):
-    """Four checks at once; a fifth gets 503 with Retry-After. The server
-    stopping answers the four at once (503), and exits cleanly with their
-    lookups still open."""
+def test_check_cap(admin, dns_server, zone):
+    """Four checks at once, whoever asks; a fifth gets 503 with
+    Retry-After and asks the resolver nothing. (The four are still
+    waiting when the fixture stops the server.)"""
     waiting = []
     for d in EXTRA:
         publish_all(zone, dns_server, d)
@@ -254,16 +254,25 @@ def test_check_cap_and_stop(admin, dns_server, zone):
     assert hdrs["retry-after"] == "15"
     assert json.loads(body) == {
         "error": "too many DNS checks under way, try again in a few seconds"}
-    assert ("example.org", "MX") not in zone.resolver.queries
-
-    rc = dns_server.stop()
+    assert [q for q in zone.resolver.queries if "example.org" in q[0]] == []
     for s in waiting:
-        status, head, body = read_reply(s)
-        assert status == 503, head
-        assert "\r\nConnection: close" in head
-        assert body == {"error": "the server is stopping"}
-        assert s.recv(1) == b""
         s.close()
+
+
+def test_check_server_stops(admin, dns_server, zone):
+    """The server stopping answers a waiting check at once (503, and the
+    connection closes), and exits cleanly with its lookup still open."""
+    publish_all(zone, dns_server, "example.org")
+    zone.resolver.silent.add("_pop3._tcp.example.org")
+    s = check_request(dns_server, admin.cookie, "example.org")
+    zone.wait_asked("_pop3._tcp.example.org")
+    rc = dns_server.stop()
+    status, head, body = read_reply(s)
+    assert status == 503, head
+    assert "\r\nConnection: close\r\n" in head + "\r\n"
+    assert body == {"error": "the server is stopping"}
+    assert s.recv(1) == b""
+    s.close()
     log = dns_server.log_text()
     assert rc == 0, log[-3000:]
     assert "dns-check-late" not in log
