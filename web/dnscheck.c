@@ -34,7 +34,10 @@
  * a second; this leaves room for one retry after a lost packet (c-ares
  * sends it after 2 s). */
 #define WEB_DNS_CHECK_SECONDS 5
-#define WEB_DNS_NO_ANSWER     "no answer within 5 s"
+#define WEB_DNS_STR(x)	      #x
+#define WEB_DNS_XSTR(x)	      WEB_DNS_STR(x)
+#define WEB_DNS_NO_ANSWER                                                      \
+	"no answer within " WEB_DNS_XSTR(WEB_DNS_CHECK_SECONDS) " s"
 
 /* --- what to publish ---------------------------------------------------- */
 
