@@ -15,7 +15,7 @@ CORE  = core/config.c core/loop.c core/netaddr.c core/conn.c core/auth.c \
 SMTP  = smtp/smtp.c smtp/relay.c smtp/auth.c smtp/sender.c smtp/addr.c smtp/data.c smtp/parse.c \
 	smtp/from.c smtp/dsn.c smtp/client.c smtp/deliver.c
 POP3  = pop3/pop3.c pop3/parse.c
-WEB   = web/web.c web/http.c web/api.c build/web_ui.c
+WEB   = web/web.c web/http.c web/api.c web/dnscheck.c build/web_ui.c
 UI    = $(sort $(wildcard web/ui/*.html web/ui/*.css web/ui/*.js web/ui/*.svg))
 SRC   = $(BASE) $(STORE) $(CORE) $(SMTP) $(POP3) $(WEB)
 MAIN  = app/main.c
@@ -23,7 +23,7 @@ HDRS  = $(wildcard base/*.h core/*.h store/*.h smtp/*.h pop3/*.h web/*.h)
 
 UNIT  = test_addr test_cmd test_netaddr test_data test_conn test_event test_relay test_control test_store \
 	test_smtp_parse test_pop3_parse test_transcripts test_from test_dns \
-	test_dsn test_config test_tls test_web_http
+	test_dsn test_config test_tls test_web_http test_web_dns
 
 all: build/pillarbox
 asan: build/asan/pillarbox

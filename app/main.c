@@ -193,6 +193,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	/* Stop accepting, say goodbye, let in-flight commits finish;
 	 * outbound connections end too, their results committed. */
 	deliver_stop();
+	web_server_stop(&srv->web);
 	conn_shutdown(on_all_closed, srv);
 }
 

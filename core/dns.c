@@ -1,12 +1,15 @@
-/* dns.c - c-ares on the loop: MX and address lookups. see dns.h
+/* dns.c - c-ares on the loop: MX and address lookups, and the records of
+ * one name and type as text. see dns.h
  *
  * c-ares tells us which sockets it wants watched (ARES_OPT_SOCK_STATE_CB):
  * each gets a uv_poll, whose events go to ares_process_fd(); one loop
- * timer follows ares_timeout() for retransmissions and timeouts. A lookup
- * is a struct dns_query that counts the c-ares queries it still waits for
- * (one MX, then an AAAA and an A per exchanger); when the count reaches
- * zero its result is put together and handed over from a zero timer, so a
- * callback never runs inside the call that started the lookup. */
+ * timer follows ares_timeout() for retransmissions and timeouts. A mail
+ * lookup is a struct dns_query that counts the c-ares queries it still
+ * waits for (one MX, then an AAAA and an A per exchanger); when the count
+ * reaches zero its result is put together. A struct dns_lookup is one
+ * c-ares query. Either kind, once finished, goes on one list that a zero
+ * timer hands over, so a callback never runs inside the call that started
+ * the lookup. */
 #include "core/dns.h"
 
 #include <ares.h>
@@ -15,6 +18,8 @@
 #include <assert.h>
 #include <ctype.h>
 #include <idn2.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -26,9 +31,10 @@
 /* Addresses taken from one A or AAAA answer: a host with more is a
  * cluster behind one name, and DNS_ADDRS_MAX bounds the list anyway. */
 #define DNS_HOST_ADDRS 8
-/* c-ares's own retry policy, shortened: 3 tries of 2 s per server (its
- * defaults are 4 of 5 s); a lookup that fails is retried with the whole
- * delivery, minutes later. */
+/* c-ares's own retry policy, shortened: 3 tries per server, the first
+ * waiting 2 s and each next one twice as long, 14 s in all with one
+ * server (its defaults are 4 tries from 5 s); a lookup that fails is
+ * retried with the whole delivery, minutes later. */
 #define DNS_TIMEOUT_MS 2000
 #define DNS_TRIES      3
 
@@ -43,10 +49,16 @@ struct dns_host {
 	unsigned pref;
 };
 
+/* A finished lookup of either kind, on the list on_finish hands over. */
+struct dns_done {
+	struct dns_done *next;
+	void (*hand_over)(struct dns_done *d); /* calls back, then frees */
+};
+
 struct dns_query {
+	struct dns_done done; /* first: the finished list holds this */
 	void (*cb)(const struct dns_result *r, void *arg);
 	void *arg;
-	struct dns_query *next; /* on the finished list */
 	bool cancelled, finished;
 	int pending; /* c-ares queries not yet answered */
 	bool temp;   /* one of them failed for now (timeout, SERVFAIL) */
@@ -57,6 +69,15 @@ struct dns_query {
 	/* every address found, ordered and cut to DNS_ADDRS_MAX at the end */
 	size_t nall;
 	struct dns_target all[DNS_MX_MAX * 2 * DNS_HOST_ADDRS];
+};
+
+/* One name and type (dns_lookup). */
+struct dns_lookup {
+	struct dns_done done; /* first: the finished list holds this */
+	void (*cb)(const struct dns_records *r, void *arg);
+	void *arg;
+	enum dns_rr type;
+	struct dns_records res;
 };
 
 /* One address query of a lookup: which host, which family. */
@@ -72,8 +93,8 @@ static struct {
 	uv_timer_t timer;  /* ares_timeout() */
 	uv_timer_t finish; /* hands finished queries over */
 	struct dns_sock *socks;
-	struct dns_query *finished, **finished_tail;
-	size_t live; /* queries not yet freed */
+	struct dns_done *finished, **finished_tail;
+	size_t live; /* queries and lookups not yet freed */
 } dns;
 
 /* --- c-ares on the loop ------------------------------------------------- */
@@ -149,24 +170,35 @@ static void on_sock_state(void *data, ares_socket_t fd, int readable,
 
 /* --- results ------------------------------------------------------------ */
 
-static void dns_query_free(struct dns_query *q)
-{
-	dns.live--;
-	free(q);
-}
-
 static void on_finish(uv_timer_t *h)
 {
 	(void)h;
 	while (dns.finished != NULL) {
-		struct dns_query *q = dns.finished;
-		dns.finished = q->next;
+		struct dns_done *d = dns.finished;
+		dns.finished = d->next;
 		if (dns.finished == NULL)
 			dns.finished_tail = &dns.finished;
-		if (!q->cancelled)
-			q->cb(&q->res, q->arg);
-		dns_query_free(q);
+		d->hand_over(d);
+		dns.live--;
 	}
+}
+
+/* Puts d on the finished list: handed over from the loop. */
+static void dns_done_add(struct dns_done *d)
+{
+	d->next = NULL;
+	*dns.finished_tail = d;
+	dns.finished_tail = &d->next;
+	uv_timer_start(&dns.finish, on_finish, 0, 0);
+}
+
+static void dns_query_hand_over(struct dns_done *d)
+{
+	struct dns_query *q = (struct dns_query *)d;
+
+	if (!q->cancelled)
+		q->cb(&q->res, q->arg);
+	free(q);
 }
 
 /* Every answer is in (or the lookup ended early): put the result
@@ -191,10 +223,7 @@ static void dns_finish(struct dns_query *q)
 			r->error = "no address for the mail exchangers";
 		}
 	}
-	q->next = NULL;
-	*dns.finished_tail = q;
-	dns.finished_tail = &q->next;
-	uv_timer_start(&dns.finish, on_finish, 0, 0);
+	dns_done_add(&q->done);
 }
 
 /* A failure c-ares reported, as our status; error says what it was. */
@@ -355,6 +384,7 @@ dns_start(const char *name, bool mx,
 	struct dns_query *q = xcalloc(1, sizeof *q);
 
 	assert(dns.up);
+	q->done.hand_over = dns_query_hand_over;
 	q->cb = cb;
 	q->arg = arg;
 	dns.live++;
@@ -394,6 +424,94 @@ void dns_cancel(struct dns_query *q)
 {
 	if (q != NULL)
 		q->cancelled = true; /* freed once its answers are in */
+}
+
+/* --- one name, one type ------------------------------------------------- */
+
+static const int dns_rr_types[] = {
+    [DNS_RR_A] = ns_t_a,	 [DNS_RR_AAAA] = ns_t_aaaa,
+    [DNS_RR_MX] = ns_t_mx,	 [DNS_RR_TXT] = ns_t_txt,
+    [DNS_RR_CNAME] = ns_t_cname, [DNS_RR_SRV] = ns_t_srv,
+};
+
+static const char *const dns_rr_names[] = {
+    [DNS_RR_A] = "A",	  [DNS_RR_AAAA] = "AAAA",   [DNS_RR_MX] = "MX",
+    [DNS_RR_TXT] = "TXT", [DNS_RR_CNAME] = "CNAME", [DNS_RR_SRV] = "SRV",
+};
+
+const char *dns_rr_name(enum dns_rr type)
+{
+	assert((size_t)type < sizeof dns_rr_names / sizeof *dns_rr_names);
+	return dns_rr_names[type];
+}
+
+/* A query c-ares could not answer (status is not ARES_SUCCESS), as r. */
+static void dns_records_fail(int status, struct dns_records *r)
+{
+	r->n = 0;
+	switch (status) {
+	case ARES_ENODATA:
+		r->status = DNS_ANSWER_NODATA;
+		r->error = "no such record";
+		break;
+	case ARES_ENOTFOUND:
+		r->status = DNS_ANSWER_NXDOMAIN;
+		r->error = "NXDOMAIN (no such name)";
+		break;
+	case ARES_EBADNAME:
+		r->status = DNS_ANSWER_NXDOMAIN;
+		r->error = "bad domain name";
+		break;
+	default:
+		r->status = DNS_ANSWER_TEMP;
+		dns_classify(status, &r->error);
+		break;
+	}
+}
+
+static void dns_lookup_hand_over(struct dns_done *d)
+{
+	struct dns_lookup *l = (struct dns_lookup *)d;
+
+	l->cb(&l->res, l->arg);
+	free(l);
+}
+
+static void on_lookup(void *arg, int status, int timeouts, unsigned char *abuf,
+		      int alen)
+{
+	struct dns_lookup *l = arg;
+
+	(void)timeouts;
+	if (status == ARES_SUCCESS)
+		dns_records_parse(l->type, abuf, alen, &l->res);
+	else
+		dns_records_fail(status, &l->res);
+	dns_done_add(&l->done);
+}
+
+struct dns_lookup *
+dns_lookup(const char *name, enum dns_rr type,
+	   void (*cb)(const struct dns_records *r, void *arg), void *arg)
+{
+	struct dns_lookup *l = xcalloc(1, sizeof *l);
+	char ascii[DNS_NAME_MAX + 1];
+
+	assert(dns.up &&
+	       (size_t)type < sizeof dns_rr_types / sizeof *dns_rr_types);
+	l->done.hand_over = dns_lookup_hand_over;
+	l->cb = cb;
+	l->arg = arg;
+	l->type = type;
+	dns.live++;
+	if (dns_to_ascii(name, ascii) < 0) {
+		dns_records_fail(ARES_EBADNAME, &l->res);
+		dns_done_add(&l->done);
+		return l;
+	}
+	ares_query(dns.ch, ascii, ns_c_in, dns_rr_types[type], on_lookup, l);
+	dns_arm();
+	return l;
 }
 
 /* --- setup --------------------------------------------------------------- */
@@ -502,6 +620,188 @@ void dns_order(struct dns_target *t, size_t n, uint64_t seed)
 			t[j] = t[j - 1];
 		t[j] = x;
 	}
+}
+
+/* Records written into r->text one after the other: each is begun at
+ * start, appended to, then ended (kept, or left out when it does not fit). */
+struct dns_text {
+	struct dns_records *r;
+	size_t used, start;
+	bool full; /* the record being written does not fit */
+};
+
+static void dns_text_put(struct dns_text *t, const char *s, size_t n)
+{
+	/* One octet stays free for the record's NUL. */
+	if (t->full || t->used + n + 1 > sizeof t->r->text) {
+		t->full = true;
+		return;
+	}
+	memcpy(t->r->text + t->used, s, n);
+	t->used += n;
+}
+
+static void dns_text_printf(struct dns_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void dns_text_printf(struct dns_text *t, const char *fmt, ...)
+{
+	char buf[64];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	assert(n >= 0 && (size_t)n < sizeof buf);
+	dns_text_put(t, buf, (size_t)n);
+}
+
+/* A name as c-ares gives it ("" or "." for the root), lower-cased, with
+ * its trailing dot. */
+static void dns_text_name(struct dns_text *t, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 0; i < n; i++) {
+		char c = (char)tolower((unsigned char)name[i]);
+		dns_text_put(t, &c, 1);
+	}
+	if (n == 0 || name[n - 1] != '.')
+		dns_text_put(t, ".", 1);
+}
+
+/* TXT octets: printable ASCII as it is, '\' and the rest escaped. */
+static void dns_text_txt(struct dns_text *t, const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\\')
+			dns_text_put(t, "\\\\", 2);
+		else if (s[i] >= 0x20 && s[i] < 0x7f)
+			dns_text_put(t, (const char *)&s[i], 1);
+		else
+			dns_text_printf(t, "\\%03u", s[i]);
+	}
+}
+
+static void dns_text_end(struct dns_text *t)
+{
+	struct dns_records *r = t->r;
+
+	if (t->full || r->n == DNS_RECORDS_MAX) {
+		r->cut = true;
+		t->used = t->start;
+	} else {
+		r->text[t->used++] = '\0';
+		r->rr[r->n++] = r->text + t->start;
+	}
+	t->start = t->used;
+	t->full = false;
+}
+
+static int dns_str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void dns_records_parse(enum dns_rr type, const unsigned char *abuf, int alen,
+		       struct dns_records *r)
+{
+	struct dns_text t = {r, 0, 0, false};
+	struct ares_addrttl a4[DNS_RECORDS_MAX];
+	struct ares_addr6ttl a6[DNS_RECORDS_MAX];
+	struct ares_mx_reply *mx = NULL;
+	struct ares_txt_ext *txt = NULL;
+	struct ares_srv_reply *srv = NULL;
+	struct hostent *h = NULL;
+	char ip[INET6_ADDRSTRLEN];
+	int st, n = DNS_RECORDS_MAX;
+
+	r->status = DNS_ANSWER_OK;
+	r->error = NULL;
+	r->n = 0;
+	r->cut = false;
+	switch (type) {
+	case DNS_RR_A:
+		st = ares_parse_a_reply(abuf, alen, NULL, a4, &n);
+		for (int i = 0; st == ARES_SUCCESS && i < n; i++) {
+			inet_ntop(AF_INET, &a4[i].ipaddr, ip, sizeof ip);
+			dns_text_put(&t, ip, strlen(ip));
+			dns_text_end(&t);
+		}
+		break;
+	case DNS_RR_AAAA:
+		st = ares_parse_aaaa_reply(abuf, alen, NULL, a6, &n);
+		for (int i = 0; st == ARES_SUCCESS && i < n; i++) {
+			inet_ntop(AF_INET6, &a6[i].ip6addr, ip, sizeof ip);
+			dns_text_put(&t, ip, strlen(ip));
+			dns_text_end(&t);
+		}
+		break;
+	case DNS_RR_MX:
+		st = ares_parse_mx_reply(abuf, alen, &mx);
+		for (struct ares_mx_reply *m = mx; st == ARES_SUCCESS && m;
+		     m = m->next) {
+			dns_text_printf(&t, "%u ", m->priority);
+			dns_text_name(&t, m->host);
+			dns_text_end(&t);
+		}
+		break;
+	case DNS_RR_TXT:
+		/* A record is one or more strings, the first marked
+		 * record_start. */
+		st = ares_parse_txt_reply_ext(abuf, alen, &txt);
+		for (struct ares_txt_ext *x = txt; st == ARES_SUCCESS && x;
+		     x = x->next) {
+			dns_text_txt(&t, x->txt, x->length);
+			if (x->next == NULL || x->next->record_start)
+				dns_text_end(&t);
+		}
+		break;
+	case DNS_RR_CNAME:
+		/* c-ares 1.18 has no CNAME parser; its A parser follows
+		 * the aliases: h_aliases names them, h_name is where they
+		 * lead. A resolver asked for a CNAME answers that one
+		 * record, so h_name is its target. */
+		st = ares_parse_a_reply(abuf, alen, &h, a4, &n);
+		if (st == ARES_SUCCESS && h->h_aliases[0] == NULL)
+			st = ARES_ENODATA;
+		if (st == ARES_SUCCESS) {
+			dns_text_name(&t, h->h_name);
+			dns_text_end(&t);
+		}
+		break;
+	case DNS_RR_SRV:
+		st = ares_parse_srv_reply(abuf, alen, &srv);
+		for (struct ares_srv_reply *v = srv; st == ARES_SUCCESS && v;
+		     v = v->next) {
+			dns_text_printf(&t, "%u %u %u ", v->priority, v->weight,
+					v->port);
+			dns_text_name(&t, v->host);
+			dns_text_end(&t);
+		}
+		break;
+	default:
+		st = ARES_ENOTIMP;
+		break;
+	}
+	ares_free_data(mx);
+	ares_free_data(txt);
+	ares_free_data(srv);
+	if (h != NULL)
+		ares_free_hostent(h);
+	if (st == ARES_SUCCESS && r->n == 0 && !r->cut)
+		st = ARES_ENODATA;
+	if (st == ARES_ENODATA) {
+		dns_records_fail(st, r);
+		return;
+	}
+	if (st != ARES_SUCCESS) { /* EBADRESP, EBADNAME: cut short, looped */
+		r->n = 0;
+		r->status = DNS_ANSWER_TEMP;
+		r->error = "malformed DNS answer";
+		return;
+	}
+	qsort(r->rr, r->n, sizeof *r->rr, dns_str_cmp);
 }
 
 int dns_to_ascii(const char *domain, char *out)

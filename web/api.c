@@ -85,11 +85,8 @@ static int api_read_begin(struct web_conn *w, struct store_txn **txn)
 	return r;
 }
 
-/* Runs fill(txn, ctx) in a read transaction of its own (a list, into the
- * JSON array ctx holds). 0, or -1 once the client has its 503: the store
- * could not be read now. */
-static int api_read(struct web_conn *w,
-		    int (*fill)(struct store_txn *txn, void *ctx), void *ctx)
+int api_read(struct web_conn *w, int (*fill)(struct store_txn *txn, void *ctx),
+	     void *ctx)
 {
 	struct store_txn *txn;
 	int r;
@@ -732,14 +729,8 @@ void api_log(struct web_conn *w)
 	web_json(w, 200, json_pack("{s:o}", "lines", arr));
 }
 
-/* --- status, DNS, metrics, autoconfig --------------------------------------
+/* --- status, metrics, autoconfig -------------------------------------------
  */
-
-struct api_ports {
-	json_t *arr;
-	unsigned smtp, submission, pop3;
-	size_t total;
-};
 
 static unsigned api_port_of(const char *addr)
 {
@@ -748,7 +739,7 @@ static unsigned api_port_of(const char *addr)
 	return colon != NULL ? (unsigned)strtoul(colon + 1, NULL, 10) : 0;
 }
 
-static void api_listener_each(const struct conn_listener_info *li, void *arg)
+void api_listener_each(const struct conn_listener_info *li, void *arg)
 {
 	struct api_ports *p = arg;
 	unsigned port = api_port_of(li->addr);
@@ -827,82 +818,6 @@ void api_status(struct web_conn *w)
 				  metrics_get(METRIC_AUTH_FAIL_WEB)),
 		     "hourly", "start", (json_int_t)start, "received", received,
 		     "retrieved", retrieved, "delivered", delivered));
-}
-
-/* The records a domain needs, for this server's name and ports. */
-static json_t *api_dns_records(const char *d, const char *host,
-			       const struct api_ports *p)
-{
-	json_t *arr = json_array();
-	char name[300], value[400];
-	unsigned sub = p->submission ? p->submission : p->smtp;
-
-#define REC(type, n, v, why)                                                   \
-	json_array_append_new(arr,                                             \
-			      json_pack("{s:s, s:s, s:s, s:s}", "type", type,  \
-					"name", n, "value", v, "why", why))
-	snprintf(name, sizeof name, "%s.", d);
-	snprintf(value, sizeof value, "10 %s.", host);
-	REC("MX", name, value, "mail for the domain comes to this server");
-	REC("TXT", name, "v=spf1 mx -all",
-	    "SPF: only the domain's MX may send its mail");
-	snprintf(name, sizeof name, "_dmarc.%s.", d);
-	snprintf(value, sizeof value,
-		 "v=DMARC1; p=quarantine; rua=mailto:postmaster@%s", d);
-	REC("TXT", name, value, "DMARC: what receivers do with forged mail");
-	snprintf(name, sizeof name, "autoconfig.%s.", d);
-	snprintf(value, sizeof value, "%s.", host);
-	REC("CNAME", name, value,
-	    "Thunderbird and others fetch their settings here");
-	snprintf(name, sizeof name, "autodiscover.%s.", d);
-	REC("CNAME", name, value, "Outlook looks for its settings here");
-	snprintf(name, sizeof name, "_submission._tcp.%s.", d);
-	snprintf(value, sizeof value, "0 1 %u %s.", sub, host);
-	REC("SRV", name, value, "RFC 6186: where clients send mail");
-	snprintf(name, sizeof name, "_pop3._tcp.%s.", d);
-	snprintf(value, sizeof value, "0 1 %u %s.", p->pop3, host);
-	REC("SRV", name, value, "RFC 6186: where clients fetch mail");
-	snprintf(name, sizeof name, "_imap._tcp.%s.", d);
-	REC("SRV", name, "0 0 0 .", "RFC 6186: no IMAP here");
-#undef REC
-	return arr;
-}
-
-struct api_dns {
-	const char *host;
-	struct api_ports *ports;
-	json_t *arr;
-};
-
-static int api_dns_each(const char *name, void *arg)
-{
-	struct api_dns *d = arg;
-
-	json_array_append_new(
-	    d->arr, json_pack("{s:s, s:o}", "domain", name, "records",
-			      api_dns_records(name, d->host, d->ports)));
-	return 0;
-}
-
-static int api_dns_fill(struct store_txn *txn, void *d)
-{
-	return store_domain_list(txn, api_dns_each, d);
-}
-
-void api_dns(struct web_conn *w)
-{
-	struct api_ports ports = {NULL, 0, 0, 0, 0};
-	struct api_dns d = {w->srv->cfg->hostname, &ports, json_array()};
-
-	conn_listeners_each(api_listener_each, &ports);
-	if (api_read(w, api_dns_fill, &d) < 0) {
-		json_decref(d.arr);
-		return;
-	}
-	/* The live check needs the resolver (core/dns, c-ares). */
-	web_json(w, 200,
-		 json_pack("{s:s, s:o, s:n}", "hostname", d.host, "domains",
-			   d.arr, "check"));
 }
 
 /* /metrics: a text buffer the writers append to. */

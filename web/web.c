@@ -6,6 +6,7 @@
  */
 #include "web/web.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,7 +72,8 @@ static void web_session_get(struct web_conn *w);
 	X(POST, "/api/queue/*/bounce", R_ADMIN, B_NONE, api_queue_action)      \
 	X(DELETE, "/api/queue/*", R_ADMIN, B_NONE, api_queue_action)           \
 	X(GET, "/api/log", R_ADMIN, B_NONE, api_log)                           \
-	X(GET, "/api/dns", R_ADMIN, B_NONE, api_dns)
+	X(GET, "/api/dns", R_ADMIN, B_NONE, api_dns)                           \
+	X(GET, "/api/dns/check", R_ADMIN, B_NONE, api_dns_check)
 
 struct web_route {
 	enum http_method method;
@@ -128,7 +130,8 @@ static const char *web_date(void)
 void web_reply(struct web_conn *w, int status, const char *type,
 	       const void *body, size_t len, const char *headers)
 {
-	bool close = w->req == NULL || !w->req->keep_alive;
+	/* A server that stops closes every connection after its reply. */
+	bool close = w->req == NULL || !w->req->keep_alive || w->srv->stopping;
 	const char *conn = close	    ? "Connection: close\r\n"
 			   : w->req->http10 ? "Connection: keep-alive\r\n"
 					    : "";
@@ -795,8 +798,15 @@ void web_server_init(struct web_server *srv, const struct config *cfg,
 	log_tap(web_tap, srv->ring);
 }
 
+void web_server_stop(struct web_server *srv)
+{
+	srv->stopping = true;
+	api_dns_stop(srv);
+}
+
 void web_server_cleanup(struct web_server *srv)
 {
+	assert(srv->dns_checks == NULL);
 	log_tap(NULL, NULL);
 	while (srv->logins != NULL)
 		web_login_unlink(srv, &srv->logins);

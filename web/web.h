@@ -16,6 +16,7 @@
 #ifndef PILLARBOX_WEB_H
 #define PILLARBOX_WEB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -29,6 +30,7 @@
 #define WEB_LOG_LINE_MAX 400  /* octets kept of each (the rest is cut) */
 
 struct web_login;
+struct web_dns_check;
 struct logring;
 
 struct web_server {
@@ -40,6 +42,10 @@ struct web_server {
 	struct web_login *logins; /* most recently used first */
 	size_t nlogins;
 	struct logring *ring;
+	struct web_dns_check *dns_checks; /* running, answered or not */
+	size_t ndns_checks;
+	bool stopping; /* web_server_stop ran: every reply closes its
+			* connection, and no DNS check starts */
 };
 
 extern const struct conn_proto web_proto;
@@ -48,7 +54,11 @@ extern const struct conn_proto web_proto;
  * WEB_LOG_LINES log lines (log_tap). */
 void web_server_init(struct web_server *srv, const struct config *cfg,
 		     struct store *st, const char *version);
-/* Drops every login and the log ring (after the loop ended). */
+/* The server stops (call before conn_shutdown): what waits on a DNS check
+ * is answered now (503), not when its lookups end. */
+void web_server_stop(struct web_server *srv);
+/* Drops every login and the log ring (after the loop ended, so after
+ * dns_cleanup: no DNS check is left). */
 void web_server_cleanup(struct web_server *srv);
 
 #endif

@@ -94,6 +94,7 @@ size_t web_logins_count(struct web_server *srv);
 	X(api_queue_action)                                                    \
 	X(api_log)                                                             \
 	X(api_dns)                                                             \
+	X(api_dns_check)                                                       \
 	X(web_metrics)                                                         \
 	X(web_autoconfig)
 
@@ -103,5 +104,25 @@ WEB_API_HANDLERS(X)
 
 /* For /metrics and the dashboard (api.c). */
 uint64_t api_disk_free(struct web_server *srv);
+
+/* Runs fill(txn, ctx) in a read transaction of its own (a list, into the
+ * JSON array ctx holds). 0, or -1 once the client has its 503: the store
+ * could not be read now (api.c). */
+int api_read(struct web_conn *w, int (*fill)(struct store_txn *txn, void *ctx),
+	     void *ctx);
+
+/* The listeners' ports, for the DNS records and autoconfig: a
+ * conn_listeners_each callback filling a struct api_ports (and, when arr
+ * is not NULL, appending each listener to it), api.c. */
+struct api_ports {
+	json_t *arr;
+	unsigned smtp, submission, pop3; /* the first of each; 0: none */
+	size_t total;			 /* connections */
+};
+void api_listener_each(const struct conn_listener_info *li, void *arg);
+
+/* The server stops (web_server_stop): every DNS check still waiting is
+ * answered 503 at once; their lookups end in dns_cleanup (dnscheck.c). */
+void api_dns_stop(struct web_server *srv);
 
 #endif

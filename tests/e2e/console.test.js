@@ -93,11 +93,34 @@ test("log in, add a user, see mail arrive, delete the user", async () => {
     await row.waitFor({ state: "detached" });
     await page.screenshot({ path: path.join(SHOTS, "4-user-deleted.png"), fullPage: true });
 
+    // the DNS page: the records at once, then what the resolver returns
+    // for each, in words; "Check again" asks again
+    await page.click('#nav a[href="#/dns"]');
+    const seen = (type, name) =>
+      page.locator(`tr[data-type="${type}"][data-name="${name}"] td.dns-status`);
+    const mx = seen("MX", "example.org."), spf = seen("TXT", "example.org.");
+    const dmarc = seen("TXT", "_dmarc.example.org.");
+    await mx.waitFor();
+    await page.waitForFunction(() => [...document.querySelectorAll("td.dns-status")]
+      .every((td) => !/^(not checked yet|checking…)$/.test(td.textContent)),
+    null, { timeout: 30000, polling: 100 });
+    assert.strictEqual(await mx.textContent(), "ok");
+    assert.strictEqual(await spf.textContent(), "differs: found v=spf1 a mx -all");
+    assert.strictEqual(await dmarc.textContent(), "missing: NXDOMAIN (no such name)");
+    assert.strictEqual(await mx.getAttribute("class"), "dns-status ok");
+    await page.screenshot({ path: path.join(SHOTS, "5-dns.png"), fullPage: true });
+    const again = page.locator('button[data-action="check"][data-domain="example.org"]');
+    const asked = page.waitForResponse((r) => r.url().includes("/api/dns/check?domain=example.org"));
+    await again.click();
+    assert.strictEqual((await asked).status(), 200);
+    await page.waitForFunction(() => !document.querySelector('button[data-domain="example.org"]').disabled);
+    assert.strictEqual(await spf.textContent(), "differs: found v=spf1 a mx -all");
+
     // on a phone
     await page.setViewportSize({ width: 375, height: 740 });
     await page.click('#nav a[href="#/dashboard"]');
     await page.waitForSelector("#stat-accepted");
-    await page.screenshot({ path: path.join(SHOTS, "5-phone.png"), fullPage: true });
+    await page.screenshot({ path: path.join(SHOTS, "6-phone.png"), fullPage: true });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
     assert.ok(!overflow, "no sideways scrolling on a phone");
 

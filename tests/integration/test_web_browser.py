@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
+from zoneutil import ZoneServer
 
 E2E = os.path.join(ROOT, "tests", "e2e")
 SHOTS = os.path.join(ROOT, "build", "e2e-shots")
@@ -23,7 +24,12 @@ def test_console_in_chromium(make_server):
     if not os.path.isdir(os.path.join(E2E, "node_modules",
                                       "playwright-core")):
         pytest.skip("playwright-core is not installed (npm ci in tests/e2e)")
-    s = make_server(users=())
+    # The DNS page asks this: example.org's MX as published, its SPF
+    # record changed, nothing else.
+    zone = ZoneServer()
+    zone.zone("example.org. 60 IN MX 10 mx.test.\n"
+              "example.org. 60 IN TXT \"v=spf1 a mx -all\"")
+    s = make_server(users=(), extra={"delivery": {"resolver": zone.address}})
     s.cli("user", "add", "--admin", "admin@localhost", stdin="secret\n")
     host, port = s.addr("web")
     env = dict(os.environ,
@@ -31,7 +37,11 @@ def test_console_in_chromium(make_server):
                PB_SMTP="%s:%d" % s.addr("smtp"),
                PB_ADMIN="admin@localhost", PB_PASSWORD="secret",
                PB_SHOTS=SHOTS)
-    r = subprocess.run(["node", "--test", "console.test.js"], cwd=E2E,
-                       env=env, capture_output=True, text=True, timeout=300)
+    try:
+        r = subprocess.run(["node", "--test", "console.test.js"], cwd=E2E,
+                           env=env, capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        zone.stop()
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr

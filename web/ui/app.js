@@ -83,7 +83,9 @@ function page(title, ...kids) {
   const v = $("#view"), note = el("div", { id: "flash" });
   if (S.flash) flash(note, true, S.flash);
   S.flash = null;
-  v.replaceChildren(el("h1", {}, title), note, ...kids);
+  // Kids may be lists (one per domain, say) or null, as el() takes them.
+  v.replaceChildren(el("h1", {}, title), note,
+    ...kids.flat(Infinity).filter((k) => k !== null && k !== undefined));
   return v;
 }
 
@@ -306,15 +308,32 @@ const pages = {
     page("Log", f, el("p", { class: "note" }, lines.length + " lines (the newest last)"), pre);
   },
 
+  // The records show at once; then each domain is checked in turn (the
+  // server takes a few checks at a time), filling in the Seen column.
   async dns() {
     const d = await api("GET", "/api/dns");
+    const domains = d.domains.map((x) => {
+      const rows = new Map(), note = el("p", { class: "note dns-note" }, "");
+      const tbl = table(["Type", "Name", "Value", "Seen now", "Why"], x.records.map((r) => {
+        const seen = el("td", { class: "dns-status" }, "not checked yet");
+        rows.set(r.type + " " + r.name, seen);
+        return el("tr", { "data-type": r.type, "data-name": r.name },
+          el("td", {}, r.type), el("td", { class: "mono" }, r.name),
+          el("td", { class: "mono" }, r.value), seen, el("td", { class: "opt" }, r.why));
+      }), [4]);
+      const again = el("button", { type: "button", "data-action": "check", "data-domain": x.domain,
+        on: { click: () => dnsCheck(x.domain, rows, note, again) } }, "Check again");
+      return { domain: x.domain, rows, note, again,
+        nodes: [el("h2", {}, x.domain, " ", again), note, tbl] };
+    });
     page("DNS records",
       el("p", { class: "note" }, "Publish these at your DNS provider for each domain. " +
-        (d.check === null ? "Checking what resolvers see comes with the built-in resolver." : "")),
-      d.domains.map((x) => [el("h2", {}, x.domain),
-        table(["Type", "Name", "Value", "Why"], x.records.map((r) =>
-          el("tr", {}, el("td", {}, r.type), el("td", { class: "mono" }, r.name),
-            el("td", { class: "mono" }, r.value), el("td", { class: "opt" }, r.why))), [3])]));
+        "“Seen now” is what this server's resolver returns for each one."),
+      domains.map((x) => x.nodes));
+    for (const x of domains) {
+      if (!x.note.isConnected) return;  // another page is shown now
+      await dnsCheck(x.domain, x.rows, x.note, x.again);
+    }
   },
 
   async password() {
@@ -331,6 +350,31 @@ const pages = {
     page("Password", box, f);
   },
 };
+
+// What the resolver returns for one domain's records, into their rows'
+// Seen cells: the status in words (the colour only repeats it).
+async function dnsCheck(domain, rows, note, button) {
+  button.disabled = true;
+  for (const td of rows.values()) { td.className = "dns-status"; td.textContent = "checking…"; }
+  try {
+    const c = await api("GET", "/api/dns/check?domain=" + encodeURIComponent(domain));
+    for (const r of c.records) {
+      const td = rows.get(r.type + " " + r.name);
+      if (!td) continue;
+      const more = r.status === "differs" ? ": found " + r.found.join(" | ") +
+        (r.error ? " (" + r.error + ")" : "") : r.error ? ": " + r.error : "";
+      td.className = "dns-status " + r.status;
+      td.textContent = r.status + more;
+    }
+    note.textContent = "Checked at " + new Date().toLocaleTimeString() + " with resolver " + c.resolver + ".";
+  } catch (e) {
+    if (e.status === 401) return;
+    for (const td of rows.values()) { td.className = "dns-status unknown"; td.textContent = "unknown: " + e.message; }
+    note.textContent = "";
+  } finally {
+    button.disabled = false;
+  }
+}
 
 // Bars for the hourly series: received above, sent on (retrieved +
 // delivered) beside it.
