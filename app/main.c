@@ -24,6 +24,7 @@
 #include "core/relay.h"
 #include "core/tls.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
 #include "smtp/deliver.h"
@@ -278,7 +279,7 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	uint64_t commits, jobs, delivered, bounced, deferred;
+	uint64_t commits, jobs;
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -383,15 +384,16 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
-	deliver_stats(&delivered, &bounced, &deferred);
 	log_msg(
 	    LOG_INFO, "core",
 	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu "
 	    "delivered=%llu bounced=%llu deferred=%llu",
 	    (unsigned long long)commits, (unsigned long long)jobs,
 	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
-	    (unsigned long long)srv.logins, (unsigned long long)delivered,
-	    (unsigned long long)bounced, (unsigned long long)deferred);
+	    (unsigned long long)srv.logins,
+	    (unsigned long long)metrics_get(METRIC_DELIVERED),
+	    (unsigned long long)metrics_get(METRIC_BOUNCED),
+	    (unsigned long long)metrics_get(METRIC_DEFERRED));
 	deliver_cleanup();
 	web_server_cleanup(&srv.web);
 	auth_cleanup();

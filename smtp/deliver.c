@@ -27,6 +27,7 @@
 #include <strings.h>
 
 #include "base/log.h"
+#include "base/metrics.h"
 #include "core/dns.h"
 #include "core/loop.h"
 #include "smtp/client.h"
@@ -111,7 +112,6 @@ static struct {
 	char smarthost[CONFIG_STR_MAX]; /* its host part */
 	unsigned smarthost_port;
 	unsigned serial;
-	uint64_t delivered, bounced, deferred;
 	size_t live_msgs;
 } dl;
 
@@ -721,7 +721,8 @@ static const char *dl_state_name(enum dl_state st, bool old)
 }
 
 /* Loop thread: the outcome is on disk (or not); one log line per
- * recipient, and the entries leave the in-flight table. */
+ * recipient, counted per recipient (as Postfix logs status=sent,
+ * bounced, deferred), and the entries leave the in-flight table. */
 static void dl_commit_done(void *arg, int rc)
 {
 	struct dl_msg *m = arg;
@@ -749,11 +750,11 @@ static void dl_commit_done(void *arg, int rc)
 		if (rc < 0)
 			continue;
 		if (x->state == DL_DELIVERED)
-			dl.delivered++;
+			metrics_inc(METRIC_DELIVERED);
 		else if (x->state == DL_FAILED || old)
-			dl.bounced++;
+			metrics_inc(METRIC_BOUNCED);
 		else
-			dl.deferred++;
+			metrics_inc(METRIC_DEFERRED);
 	}
 	if (rc < 0) {
 		/* Nothing was recorded: the entries are as they were, due.
@@ -1052,11 +1053,4 @@ void deliver_cleanup(void)
 	dl_flush_clear();
 	explicit_bzero(dl.password, sizeof dl.password);
 	dl.running = false;
-}
-
-void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred)
-{
-	*delivered = dl.delivered;
-	*bounced = dl.bounced;
-	*deferred = dl.deferred;
 }

@@ -64,9 +64,6 @@ void deliver_stop(void);
 /* Frees what is left, once the loop has stopped. */
 void deliver_cleanup(void);
 
-/* Figures: messages and recipients delivered so far. */
-void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
-
 /* Returns msg's failed recipients to its sender (arrival in seconds), inside a
  * write transaction (the commit thread's, or the CLI's): a bounce built by
  * dsn_build, put straight into the sender's mailbox when the sender is a

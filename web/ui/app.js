@@ -146,6 +146,7 @@ const pages = {
         card("Accepted", t.accepted, "stat-accepted"),
         card("Retrieved", t.retrieved, "stat-retrieved"),
         card("Delivered", t.delivered, "stat-delivered"),
+        card("Bounced", t.bounced, "stat-bounced"),
         card("Rejected", t.rejected, "stat-rejected"),
         card("Failed logins", t.auth_failures, "stat-auth-failures"),
         card("Queue", st.queue, "stat-queue"),
