@@ -25,6 +25,8 @@
 #ifndef PILLARBOX_SMTP_DELIVER_H
 #define PILLARBOX_SMTP_DELIVER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -54,8 +56,11 @@ int deliver_start(const struct config *cfg, struct store *st);
 void deliver_wake(void);
 
 /* Retries now what is queued (id 0: every entry; else that message's),
- * whatever its next attempt says. */
-void deliver_flush(uint64_t id);
+ * whatever its next attempt says; an entry under way now is left to its
+ * attempt. Returns how many entries of id (id 0: of the queue) it found,
+ * under way or not (0: id is not queued), -ESHUTDOWN once the runner
+ * stops, or <0 when the store cannot be read. */
+int deliver_flush(uint64_t id);
 
 /* The server stops: no new attempt; connections end (what they had
  * delivered is still committed), lookups are cancelled. */
@@ -73,5 +78,21 @@ void deliver_cleanup(void);
 int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n);
+
+/* What a bounce says of a recipient the postmaster returned. */
+#define DELIVER_RETURNED "550 5.0.0 returned by the postmaster"
+
+/* `queue delete ID` and `queue bounce ID`, from the CLI (its own write
+ * transaction) and the console (the commit thread's): removes every queue
+ * entry of message id; with bounce, first returns the message to its
+ * sender for all of them (deliver_bounce, DELIVER_RETURNED). *n: the
+ * entries removed. Returns 1 when a bounce was queued (wake the runner),
+ * 0 when done, -ENOENT when id is not queued, <0 on a store error.
+ *
+ * The runner may be trying the message meanwhile (in this process or
+ * another): the peer may still take it, and what the runner then records
+ * leaves the removed entries gone - no second bounce, no next attempt. */
+int deliver_remove(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   bool bounce, size_t *n);
 
 #endif
