@@ -284,6 +284,8 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
+	static const struct web_queue_hooks queue_hooks = {
+	    deliver_flush, deliver_remove, deliver_wake};
 	uint64_t commits, jobs;
 	int r;
 
@@ -328,7 +330,7 @@ static int serve(struct config *cfg)
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION);
+	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION, &queue_hooks);
 	/* Implicit TLS on 465 is submission (RFC 8314 3.3). */
 	srv.smtps = cfg->submission;
 	strcpy(srv.smtps.listen, cfg->smtps);

@@ -23,7 +23,11 @@ def test_console_in_chromium(make_server):
     if not os.path.isdir(os.path.join(E2E, "node_modules",
                                       "playwright-core")):
         pytest.skip("playwright-core is not installed (npm ci in tests/e2e)")
-    s = make_server(users=())
+    # Relayed mail waits in a held queue (max_concurrent 0) for the
+    # queue page.
+    s = make_server(users=(), extra={
+        "smtp": {"relay_networks": "127.0.0.0/8"},
+        "delivery": {"max_concurrent": "0"}})
     s.cli("user", "add", "--admin", "admin@localhost", stdin="secret\n")
     host, port = s.addr("web")
     env = dict(os.environ,
