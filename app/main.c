@@ -42,7 +42,12 @@ static const char usage[] =
     "  user add [--admin] ADDRESS     password read from stdin (one line)\n"
     "  user del|passwd ADDRESS        (passwd: from stdin too)\n"
     "  user admin ADDRESS on|off      may use the web console's admin pages\n"
-    "  user list\n"
+    "  user quota ADDRESS [SIZE]      sets the mailbox's quota: octets, or\n"
+    "                                 with k, M, G (binary); 0 = none;\n"
+    "                                 without SIZE, shows it as list does\n"
+    "  user list                      one line per user: ADDRESS\n"
+    "                                 messages=N used=OCTETS\n"
+    "                                 quota=OCTETS|none [admin]\n"
     "  alias add ALIAS TARGET[,TARGET...]\n"
     "  alias del ALIAS | alias list\n"
     "  domain add|del DOMAIN | domain list\n"
@@ -474,10 +479,19 @@ static int print_domain(const char *name, void *arg)
 	return 0;
 }
 
+/* ADDRESS messages=N used=OCTETS quota=OCTETS|none [admin]: the usage is
+ * the running total the store keeps, what POP3's STAT says. */
 static int print_user(const char *addr, const struct store_user *u, void *arg)
 {
+	char quota[24] = "none";
+
 	(void)arg;
-	printf("%s%s\n", addr, (u->flags & STORE_USER_ADMIN) ? " admin" : "");
+	if (u->quota != 0)
+		snprintf(quota, sizeof quota, "%llu",
+			 (unsigned long long)u->quota);
+	printf("%s messages=%u used=%llu quota=%s%s\n", addr, u->messages,
+	       (unsigned long long)u->used, quota,
+	       (u->flags & STORE_USER_ADMIN) ? " admin" : "");
 	return 0;
 }
 
@@ -619,6 +633,25 @@ static int cli_verb(const struct config *cfg, struct store_txn *txn, int argc,
 			    txn, arg,
 			    argv[3][1] == 'n' ? u.flags | STORE_USER_ADMIN
 					      : u.flags & ~STORE_USER_ADMIN);
+	} else if (IS("user", "quota", 2)) {
+		uint64_t quota;
+		if (config_parse_size(argv[3], &quota) < 0) {
+			fprintf(stderr,
+				"pillarbox: bad size: %s (octets, or with k, "
+				"M, G; 0 = none)\n",
+				argv[3]);
+			return 1;
+		}
+		r = store_user_set_quota(txn, arg, quota);
+	} else if (IS("user", "quota", 1)) {
+		struct store_user u;
+		char name[STORE_ADDR_MAX + 1];
+		/* As the store keeps it (and list shows it): lower-cased. */
+		snprintf(name, sizeof name, "%s", arg);
+		for (char *p = name; *p; p++)
+			*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+		if ((r = store_user_get(txn, arg, &u)) == 0)
+			print_user(name, &u, NULL);
 	} else if (IS("user", "del", 1)) {
 		r = store_user_del(txn, arg);
 	} else if (IS("user", "list", 0)) {

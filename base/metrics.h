@@ -43,13 +43,17 @@
 	  "reason=\"content\"", "")                                            \
 	X(REJ_STORAGE, "pillarbox_messages_rejected_total",                    \
 	  "reason=\"storage\"", "")                                            \
+	X(REJ_QUOTA, "pillarbox_messages_rejected_total", "reason=\"quota\"",  \
+	  "")                                                                  \
 	X(AUTH_FAIL_POP3, "pillarbox_auth_failures_total", "proto=\"pop3\"",   \
 	  "Failed logins")                                                     \
 	X(AUTH_FAIL_SMTP, "pillarbox_auth_failures_total", "proto=\"smtp\"",   \
 	  "")                                                                  \
 	X(AUTH_FAIL_WEB, "pillarbox_auth_failures_total", "proto=\"web\"", "") \
 	X(WEB_REQUESTS, "pillarbox_web_requests_total", "",                    \
-	  "HTTP requests answered by the web console")
+	  "HTTP requests answered by the web console")                         \
+	X(QUEUE_WALKS, "pillarbox_queue_walks_total", "",                      \
+	  "Walks of the whole outbound queue by the delivery runner")
 
 enum metric {
 #define X(e, family, label, help) METRIC_##e,

@@ -171,8 +171,7 @@ static const struct key keys[] = {
     NUM_KEY("web", "session_timeout", UINT, web_session_timeout, 60),
 };
 
-/* Parses "123", "10k", "25M", "1G" (binary multiples). */
-static int parse_size(const char *s, uint64_t *out)
+int config_parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -461,7 +460,7 @@ static int on_key(void *user, const char *section, const char *name,
 			strcpy(field, value);
 			return 1;
 		}
-		if (parse_size(value, &v) < 0 || v < k->min ||
+		if (config_parse_size(value, &v) < 0 || v < k->min ||
 		    (k->kind == UINT && (v != (unsigned)v)))
 			goto bad;
 		if (k->kind == UINT)

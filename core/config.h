@@ -138,6 +138,11 @@ int config_load(struct config *c, const char *file);
  * Returns 0, or -1 when it is not one. */
 int config_parse_listen(const char *s, struct sockaddr_storage *ss);
 
+/* Parses a size: a number of octets with an optional binary suffix, k, M
+ * or G, either case ("123", "10k", "25M", "1G"). 0, or -1 when it is not
+ * one (junk after it, or over 64 bits). */
+int config_parse_size(const char *s, uint64_t *out);
+
 /* Parses a duration: a number with an optional unit, s, m, h or d ("90",
  * "5m", "4h", "5d") into seconds. 0, or -1 when it is not one (or does not
  * fit in an unsigned). */

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "base/metrics.h"
@@ -105,6 +106,12 @@ static struct {
 	struct dl_flush *flush[DL_BUCKETS];
 	size_t nflush;
 	uint64_t hold_until_ms; /* after a failed commit */
+	/* What the next look at the queue covers (see dl_scan). */
+	uint64_t fresh_ids[DELIVER_FRESH_MAX]; /* messages just queued */
+	size_t nfresh_ids;
+	bool scan_all;	      /* the whole queue is to be looked at */
+	uint64_t all_not_before_ms; /* ... but not before this */
+	uint64_t due_ms;	    /* when an entry falls due (or a rescan) */
 	struct dl_job *jobs;
 	size_t njobs;
 	size_t inflight;
@@ -594,6 +601,38 @@ static void dl_users_add(const char *user, void *arg)
 	us->u[us->n++] = xstrdup(user);
 }
 
+/* A bounce's own trace in a local mailbox: a final delivery adds the
+ * Return-Path, <> for a bounce. */
+#define DL_BOUNCE_TRACE "Return-Path: <>\r\n"
+
+/* Drops from us the mailboxes an entry of size octets would take past
+ * their quota. A hard quota holds for our own mail too, as Dovecot's does
+ * for a bounce Postfix hands it; the bounce then goes to nobody, since
+ * its own sender is <>. Logged, as nobody else will hear of it. */
+static int dl_users_fit(struct store_txn *txn, uint64_t id, struct dl_users *us,
+			uint64_t size)
+{
+	struct store_user u;
+	size_t k = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < us->n; i++) {
+		if (r == 0 && (r = store_user_get(txn, us->u[i], &u)) == 0 &&
+		    store_user_fits(&u, size)) {
+			us->u[k++] = us->u[i];
+			continue;
+		}
+		if (r == 0)
+			log_msg(LOG_WARN, "deliver",
+				"event=bounce-dropped msg=%016" PRIx64
+				" to=<%s> reason=quota",
+				id, log_str(us->u[i]));
+		free(us->u[i]);
+	}
+	us->n = k;
+	return r;
+}
+
 int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n)
@@ -632,15 +671,20 @@ int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 				       .rcpts = rcpts,
 				       .nrcpts = n},
 			 &tlen);
-	r = store_msg_put(txn, tlen, &bid, &dst);
-	if (r == 0)
+	r = 0; /* (a local sender's r was its number of mailboxes) */
+	if (local)
+		r = dl_users_fit(txn, id, &us,
+				 tlen + sizeof DL_BOUNCE_TRACE - 1);
+	/* No mailbox left: no body either (it would have no reference). */
+	if (r == 0 && (!local || us.n > 0) &&
+	    (r = store_msg_put(txn, tlen, &bid, &dst)) == 0)
 		memcpy(dst, text, tlen);
 	if (local) {
 		/* Straight into the sender's mailbox, in this very commit,
 		 * with the Return-Path a final delivery adds. */
 		for (size_t i = 0; r == 0 && i < us.n; i++)
-			r = store_mailbox_add_trace(
-			    txn, us.u[i], bid, "Return-Path: <>\r\n", NULL);
+			r = store_mailbox_add_trace(txn, us.u[i], bid,
+						    DL_BOUNCE_TRACE, NULL);
 	} else if (r == 0) {
 		/* Queued like any relayed message, from <>. */
 		r = store_queue_add(txn, bid, sender, "", (uint64_t)time(NULL));
@@ -667,10 +711,6 @@ static int dl_pick_one(const struct store_queue_entry *e, void *arg)
 {
 	struct dl_pick *p = arg;
 
-	if (e->id > p->id)
-		return 1; /* past the message: the queue is in id order */
-	if (e->id != p->id)
-		return 0;
 	p->rcpts = xrealloc(p->rcpts, (p->n + 1) * sizeof *p->rcpts);
 	p->rcpts[p->n++] = xstrdup(e->recipient);
 	if (p->sender == NULL) {
@@ -690,9 +730,7 @@ int deliver_remove(struct store_txn *txn, const struct config *cfg, uint64_t id,
 	int r, queued = 0;
 
 	*n = 0;
-	r = store_queue_list(txn, dl_pick_one, &p);
-	if (r > 0)
-		r = 0; /* the walk stopped past the message */
+	r = store_queue_list_id(txn, id, dl_pick_one, &p);
 	if (r == 0 && p.n == 0)
 		r = -ENOENT;
 	if (r == 0 && bounce) {
@@ -866,7 +904,6 @@ static void dl_msg_commit(struct dl_msg *m)
 
 struct dl_scan {
 	uint64_t now;
-	bool skipped;		  /* a due entry waits for a free slot */
 	uint64_t next_due;	  /* the soonest entry not yet due; 0: none */
 	struct dl_job *fresh[64]; /* jobs made by this scan */
 	size_t nfresh;
@@ -995,39 +1032,77 @@ static int dl_scan_entry(const struct store_queue_entry *e, void *arg)
 	return 0;
 }
 
+static uint64_t dl_clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 /* Looks at the queue: starts what is due, and sets the timer for what
- * will be. */
+ * will be. A look covers either
+ *   - the messages just queued (deliver_queued): a walk of their own
+ *     keys, so a busy server does not walk the whole queue per commit;
+ *   - or the whole queue (deliver_wake: a slot set free, a flush, a
+ *     result recorded; or the timer, when an entry falls due). That costs
+ *     time in proportion to the queue, so after a walk that took T the
+ *     next waits until 9 T have passed: however long the queue grows (a
+ *     long outage somewhere), walking it takes at most a tenth of the
+ *     loop, while a short one is looked at again at once.
+ * The timer serves both: it is set for the sooner of the next whole walk
+ * wanted and the next entry due. */
 static void dl_scan(void *arg)
 {
 	struct dl_scan sc = {.now = (uint64_t)time(NULL)};
 	struct store_txn *txn = NULL;
-	uint64_t wait_ms = DELIVER_RESCAN_MS;
+	uint64_t now_ms = loop_now_ms(), wait_ms, t0 = 0, at;
+	bool all;
 	int r;
 
 	(void)arg;
 	if (dl.stopping)
 		return;
-	if (loop_now_ms() < dl.hold_until_ms) {
-		timer_start(dl.timer, dl.hold_until_ms - loop_now_ms());
+	if (now_ms < dl.hold_until_ms) {
+		timer_start(dl.timer, dl.hold_until_ms - now_ms);
 		return;
 	}
+	if (now_ms >= dl.due_ms)
+		dl.scan_all = true;
+	all = dl.scan_all && now_ms >= dl.all_not_before_ms;
 	r = store_txn_begin(dl.st, false, &txn);
-	if (r == 0)
+	if (r == 0 && all) {
+		t0 = dl_clock_us();
 		r = store_queue_list(txn, dl_scan_entry, &sc);
+		metrics_inc(METRIC_QUEUE_WALKS);
+	}
+	for (size_t i = 0; r == 0 && !all && i < dl.nfresh_ids; i++)
+		r = store_queue_list_id(txn, dl.fresh_ids[i], dl_scan_entry,
+					&sc);
 	store_txn_abort(txn);
+	dl.nfresh_ids = 0;
 	if (r < 0) {
 		log_msg(LOG_ERROR, "deliver", "event=scan-failed error=%s",
 			strerror(-r));
-		wait_ms = 1000;
+		dl.scan_all = true;
+		dl.all_not_before_ms = now_ms + 1000;
+	} else if (all) {
+		dl.scan_all = false;
+		dl.all_not_before_ms = now_ms + 9 * (dl_clock_us() - t0) / 1000;
+		wait_ms = DELIVER_RESCAN_MS;
+		if (sc.next_due != 0 && (sc.next_due - sc.now) * 1000 < wait_ms)
+			wait_ms = (sc.next_due - sc.now) * 1000;
+		dl.due_ms = now_ms + wait_ms;
+	} else if (sc.next_due != 0 &&
+		   now_ms + (sc.next_due - sc.now) * 1000 < dl.due_ms) {
+		dl.due_ms = now_ms + (sc.next_due - sc.now) * 1000;
 	}
 	for (size_t i = 0; i < sc.nfresh; i++)
 		dl_job_go(sc.fresh[i]);
-	if (sc.next_due != 0) {
-		uint64_t due_ms = (sc.next_due - sc.now) * 1000;
-		if (due_ms < wait_ms)
-			wait_ms = due_ms;
-	}
-	timer_start(dl.timer, wait_ms);
+	at = dl.due_ms;
+	if (dl.scan_all && dl.all_not_before_ms < at)
+		at = dl.all_not_before_ms;
+	timer_start(dl.timer, at > now_ms ? at - now_ms : 0);
 }
 
 /* --- the interface -------------------------------------------------------- */
@@ -1077,8 +1152,21 @@ int deliver_start(const struct config *cfg, struct store *st)
 
 void deliver_wake(void)
 {
-	if (dl.running && !dl.stopping)
+	if (dl.running && !dl.stopping) {
+		dl.scan_all = true;
 		timer_start(dl.timer, 0);
+	}
+}
+
+void deliver_queued(uint64_t id)
+{
+	if (!dl.running || dl.stopping)
+		return;
+	if (dl.nfresh_ids < DELIVER_FRESH_MAX)
+		dl.fresh_ids[dl.nfresh_ids++] = id;
+	else
+		dl.scan_all = true; /* more than a look by keys is worth */
+	timer_start(dl.timer, 0);
 }
 
 struct dl_flush_walk {
@@ -1090,10 +1178,6 @@ static int dl_flush_each(const struct store_queue_entry *e, void *arg)
 {
 	struct dl_flush_walk *w = arg;
 
-	if (w->id != 0 && e->id > w->id)
-		return 1; /* past the message: the queue is in id order */
-	if (w->id != 0 && e->id != w->id)
-		return 0;
 	w->found++;
 	if (!dl_inflight(e->id, e->recipient)) {
 		dl_flush_take(e->id, e->recipient); /* once in the set */
@@ -1112,12 +1196,16 @@ int deliver_flush(uint64_t id)
 		return -ESHUTDOWN;
 	r = store_txn_begin(dl.st, false, &txn);
 	if (r == 0)
-		r = store_queue_list(txn, dl_flush_each, &w);
+		r = id != 0 ? store_queue_list_id(txn, id, dl_flush_each, &w)
+			    : store_queue_list(txn, dl_flush_each, &w);
 	store_txn_abort(txn);
 	if (r < 0)
 		return r;
 	dl.hold_until_ms = 0;
-	deliver_wake();
+	if (id != 0)
+		deliver_queued(id);
+	else
+		deliver_wake();
 	return w.found;
 }
 

@@ -12,14 +12,15 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/conn.h"
 #include "core/relay.h"
 
-static void smtp_tx_add_user(const char *user, void *arg)
+static void smtp_rcpt_found(const char *user, void *arg)
 {
-	smtp_list_add(&((struct smtp_tx *)arg)->users, user);
+	smtp_list_add(arg, user);
 }
 
 /* Is a's domain ours? 1 (then a names the local mailbox), 0, or <0 when
@@ -45,25 +46,40 @@ static int smtp_rcpt_local(struct smtp_session *s, struct store_txn *txn,
 	return 1;
 }
 
-/* A local recipient: its mailboxes join the transaction's. */
+/* A local recipient: its mailboxes join the transaction's. A mailbox at
+ * or over its quota takes nothing more, so a recipient whose every
+ * mailbox is full is refused now, when the client can still be told per
+ * recipient; one with room in any of them (an alias) is taken, and its
+ * full ones are refused at the commit, with a DSN to the sender. */
 static enum smtp_rcpt_result smtp_rcpt_mailbox(struct smtp_session *s,
 					       struct store_txn *txn,
 					       const struct addr *a)
 {
 	char key[STORE_ADDR_MAX + 1];
-	unsigned before = s->tx->users.n;
+	struct smtp_list found = {0};
+	enum smtp_rcpt_result res = RCPT_FULL;
+	struct store_user u;
 	int r;
 
 	if (addr_format(a, key, sizeof key) < 0)
 		return RCPT_UNKNOWN; /* too long for any user's name */
-	r = store_rcpt_resolve(txn, key, smtp_tx_add_user, s->tx);
-	if (r >= 0)
-		return RCPT_OK;
-	smtp_list_cut(&s->tx->users, before); /* none half-added */
+	r = store_rcpt_resolve(txn, key, smtp_rcpt_found, &found);
 	/* The store refuses a name with a space, a comma or a control ("a
 	 * b"@, "a,b"@): no such user can ever exist, which is a permanent
 	 * answer, not a 4xx to retry for days. */
-	return r == -ENOENT || r == -EINVAL ? RCPT_UNKNOWN : RCPT_TEMP;
+	if (r < 0)
+		res = r == -ENOENT || r == -EINVAL ? RCPT_UNKNOWN : RCPT_TEMP;
+	for (unsigned i = 0; r >= 0 && i < found.n; i++) {
+		if ((r = store_user_get(txn, found.v[i], &u)) < 0)
+			res = RCPT_TEMP; /* resolved in this very txn */
+		else if (!store_user_full(&u))
+			res = RCPT_OK;
+	}
+	for (unsigned i = 0; res == RCPT_OK && i < found.n; i++)
+		smtp_list_add(&s->tx->users, found.v[i]);
+	smtp_list_cut(&found, 0);
+	free(found.v);
+	return res;
 }
 
 /* see session.h */

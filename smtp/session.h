@@ -64,8 +64,16 @@ struct smtp_tx {
 	char from[STORE_ADDR_MAX + 1];
 	char first_rcpt[STORE_ADDR_MAX + 1];
 	unsigned nrcpt;		/* RCPTs accepted */
-	unsigned rejected;	/* RCPTs refused: unknown user, relay, sender */
+	unsigned rejected;	/* RCPTs refused: unknown user, relay, sender,
+				 * quota */
 	struct smtp_list users; /* local mailboxes */
+	/* The commit's verdict per mailbox (users.n of them): over[i] when
+	 * the message would take users.v[i] past its quota, so it does not
+	 * get it; nover of them. dsn_queued: their DSN went to the queue (a
+	 * remote sender). */
+	bool *over;
+	unsigned nover;
+	bool dsn_queued;
 	struct smtp_list remote; /* recipients to relay: queued */
 	char *as_user;		 /* who sends: see smtp_sender_check */
 	bool utf8;
@@ -129,6 +137,8 @@ enum smtp_rcpt_result {
 	RCPT_OK,
 	RCPT_RELAY_DENIED, /* 554: not ours, and this client may not relay */
 	RCPT_UNKNOWN,	   /* 550: ours, but no such user or alias */
+	RCPT_FULL,	   /* 550 5.2.2: every mailbox it reaches is at or
+			    * over its quota */
 	RCPT_SENDER,	   /* 553: relayed for a user who does not own the
 			    * sender (reply made) */
 	RCPT_TEMP,	   /* 451: the store could not be read now */
@@ -136,8 +146,9 @@ enum smtp_rcpt_result {
 
 /* Decides the recipient a (rcpt: as the client gave it, formatted) for
  * the transaction: core/relay.h's one decision, logged; then the mailbox
- * (its users join tx->users) or the relay queue (tx->remote), with the
- * sender check for rights that are a user's. primary is the first
+ * (its users join tx->users, unless every one of them is full) or the
+ * relay queue (tx->remote), with the sender check for rights that are a
+ * user's. primary is the first
  * configured domain (our address literal's). reply (SMTP_REPLY_MAX) gets
  * the 553 of RCPT_SENDER. */
 enum smtp_rcpt_result smtp_rcpt_decide(struct smtp_session *s, struct addr *a,

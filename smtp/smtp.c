@@ -37,6 +37,11 @@ _Static_assert(SIZE_MAX >= SMTP_STORE_MAX, "a stored message's size fits");
 /* Received: (checked when made), and the CRLF a BDAT body may need at its
  * end. */
 #define SMTP_TRACE_MAX 2048
+/* A mailbox at or over its quota: Dovecot's words (its default
+ * quota_exceeded_message), RFC 3463's X.2.2 "mailbox full". Permanent:
+ * see DESIGN.md. At RCPT it comes with 550 (RFC 5321 4.5.3.1.10 has
+ * clients read a 552 there as 452), after the data with 552. */
+#define SMTP_QUOTA_TEXT "Quota exceeded (mailbox for user is full)"
 
 /* The command table: adding a verb is adding a row. BDAT is allowed in any
  * state here because smtp_bdat checks the sequence itself: a refused
@@ -156,6 +161,7 @@ static void smtp_tx_free(struct smtp_tx *tx)
 	smtp_list_cut(&tx->remote, 0);
 	free(tx->remote.v);
 	free(tx->as_user);
+	free(tx->over);
 	free(tx->head.p);
 	free(tx->header);
 	free(tx->trace);
@@ -429,12 +435,19 @@ static void smtp_rcpt(struct smtp_session *s, char *arg)
 		why = "unknown-user";
 		metrics_inc(METRIC_REJ_UNKNOWN_USER);
 		break;
+	case RCPT_FULL:
+		snprintf(line, sizeof line, "550 5.2.2 <%s>: " SMTP_QUOTA_TEXT,
+			 rcpt);
+		why = "quota";
+		metrics_inc(METRIC_REJ_QUOTA);
+		break;
 	case RCPT_SENDER:
 		why = NULL; /* sender.c logged it */
 		break;
 	}
 	/* All are errors (see smtp_errors): harvesting addresses or probing
-	 * for a relay ends at the limit. */
+	 * for a relay ends at the limit (a full mailbox, too, tells that the
+	 * address exists). */
 	if (why != NULL)
 		log_msg(LOG_INFO, s->srv->name,
 			"sid=%s event=reject ip=%s helo=%s from=<%s> to=<%s> "
@@ -561,27 +574,67 @@ static void smtp_tx_header(struct smtp_session *s)
 		fatal("event=oom");
 }
 
-/* Commit thread: the message once; then a reference in every mailbox,
- * each with its Return-Path, and in a queue entry for every recipient
- * relayed, due at once: all in one commit, so one 250 answers for all. */
+/* Commit thread: the mailboxes the message would take past their quota
+ * (SMTP can answer for them one by one only at RCPT) are told to the
+ * sender in this commit, a DSN (RFC 3464, status 5.2.2) that deliver.c
+ * puts into a local sender's mailbox or queues; never to <>. */
+static int smtp_quota_dsn(struct store_txn *txn, struct smtp_session *s,
+			  uint64_t id)
+{
+	struct smtp_tx *tx = s->tx;
+	struct dsn_rcpt *fails = xcalloc(tx->nover, sizeof *fails);
+	size_t n = 0;
+	int r;
+
+	for (unsigned i = 0; i < tx->users.n; i++)
+		if (tx->over[i])
+			fails[n++] = (struct dsn_rcpt){
+			    tx->users.v[i], NULL, "552 5.2.2 " SMTP_QUOTA_TEXT};
+	r = deliver_bounce(txn, s->srv->cfg, id, tx->from, time(NULL), fails,
+			   n);
+	free(fails);
+	tx->dsn_queued = r > 0;
+	return r < 0 ? r : 0;
+}
+
+/* Commit thread: the message once; then a reference in every mailbox it
+ * fits in, each with its Return-Path, and in a queue entry for every
+ * recipient relayed, due at once: all in one commit, so one 250 answers
+ * for all. Nothing at all when no mailbox takes it and nothing is relayed
+ * (-EDQUOT: the 552). Counted afresh on each run: run may run again. */
 static int smtp_store_run(struct store_txn *txn, void *arg)
 {
 	struct smtp_session *s = arg; /* paused: the loop leaves it alone */
 	struct smtp_tx *tx = s->tx;
 	uint64_t id, now = (uint64_t)time(NULL);
+	uint64_t size = strlen(tx->trace) + tx->header_len + tx->body.len;
+	struct store_user u;
 	void *dst;
 	int r;
 
+	tx->nover = 0;
+	tx->dsn_queued = false;
+	for (unsigned i = 0; i < tx->users.n; i++) {
+		if ((r = store_user_get(txn, tx->users.v[i], &u)) < 0)
+			return r; /* deleted meanwhile: 451, then 550 */
+		tx->over[i] = !store_user_fits(&u, size);
+		tx->nover += tx->over[i];
+	}
+	if (tx->nover == tx->users.n && tx->remote.n == 0)
+		return -EDQUOT;
 	r = store_msg_put(txn, tx->header_len + tx->body.len, &id, &dst);
 	if (r < 0)
 		return r;
 	memcpy(dst, tx->header, tx->header_len);
 	r = msgbuf_copy(&tx->body, (char *)dst + tx->header_len);
 	for (unsigned i = 0; r == 0 && i < tx->users.n; i++)
-		r = store_mailbox_add_trace(txn, tx->users.v[i], id, tx->trace,
-					    NULL);
+		if (!tx->over[i])
+			r = store_mailbox_add_trace(txn, tx->users.v[i], id,
+						    tx->trace, NULL);
 	for (unsigned i = 0; r == 0 && i < tx->remote.n; i++)
 		r = store_queue_add(txn, id, tx->remote.v[i], tx->from, now);
+	if (r == 0 && tx->nover > 0)
+		r = smtp_quota_dsn(txn, s, id);
 	tx->stored_id = id;
 	return r;
 }
@@ -597,8 +650,20 @@ static void smtp_store_done(void *arg, int rc)
 		conn_printf(s->c, "250 2.0.0 Ok: stored as %s\r\n", tx->id);
 		s->srv->accepted++;
 		if (tx->remote.n > 0)
-			deliver_wake(); /* on its way at once */
+			deliver_queued(tx->stored_id); /* on its way */
+		if (tx->dsn_queued) /* a quota DSN for a remote sender */
+			deliver_wake();
 		metrics_inc(METRIC_ACCEPTED);
+	} else if (rc == -EDQUOT) {
+		/* Permanent, as at RCPT (DESIGN.md); after the data 552 is
+		 * RFC 5321's own code for it. */
+		if (tx->users.n == 1)
+			conn_printf(s->c, "552 5.2.2 <%s>: %s\r\n",
+				    tx->users.v[0], SMTP_QUOTA_TEXT);
+		else
+			smtp_reply(s, "552 5.2.2 Quota exceeded (mailbox for "
+				      "every recipient is full)");
+		s->srv->refused++;
 	} else {
 		/* Both are temporary: a full store may have room later (RFC
 		 * 3463 4.3.1), and a user deleted meanwhile gets its 550 at
@@ -609,16 +674,31 @@ static void smtp_store_done(void *arg, int rc)
 		s->srv->refused++;
 		metrics_inc(METRIC_REJ_STORAGE);
 	}
-	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, s->srv->name,
-		"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
-		"mailboxes=%u queued=%u size=%llu msg=%016llx user=%s%s%s",
-		conn_sid(s->c), rc == 0 ? "stored" : "store-failed", tx->id,
-		smtp_log_helo(s), log_str(tx->from), tx->nrcpt, tx->users.n,
-		tx->remote.n,
-		(unsigned long long)(tx->header_len + tx->body.len),
-		(unsigned long long)(rc == 0 ? tx->stored_id : 0),
-		s->auth_user != NULL ? log_str(s->auth_user) : "-",
-		rc == 0 ? "" : " error=", ename != NULL ? ename : "unknown");
+	for (unsigned i = 0; (rc == 0 || rc == -EDQUOT) && i < tx->users.n;
+	     i++) {
+		if (!tx->over[i])
+			continue;
+		log_msg(LOG_INFO, s->srv->name,
+			"sid=%s event=reject ip=%s helo=%s from=<%s> to=<%s> "
+			"reason=quota id=%s",
+			conn_sid(s->c), conn_peer(s->c), smtp_log_helo(s),
+			log_str(tx->from), log_str(tx->users.v[i]), tx->id);
+		metrics_inc(METRIC_REJ_QUOTA);
+	}
+	if (rc != -EDQUOT)
+		log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, s->srv->name,
+			"sid=%s event=%s id=%s helo=%s from=<%s> rcpts=%u "
+			"mailboxes=%u queued=%u size=%llu msg=%016llx "
+			"user=%s%s%s",
+			conn_sid(s->c), rc == 0 ? "stored" : "store-failed",
+			tx->id, smtp_log_helo(s), log_str(tx->from), tx->nrcpt,
+			rc == 0 ? tx->users.n - tx->nover : tx->users.n,
+			tx->remote.n,
+			(unsigned long long)(tx->header_len + tx->body.len),
+			(unsigned long long)(rc == 0 ? tx->stored_id : 0),
+			s->auth_user != NULL ? log_str(s->auth_user) : "-",
+			rc == 0 ? "" : " error=",
+			ename != NULL ? ename : "unknown");
 	smtp_tx_end(s);
 	if (rc == 0)
 		s->errors = 0; /* mail delivered: a well-behaved client */
@@ -674,6 +754,7 @@ static void smtp_message_finish(struct smtp_session *s, bool paused)
 		return;
 	}
 	smtp_tx_header(s);
+	tx->over = xcalloc(tx->users.n + 1, sizeof *tx->over);
 	tx->job.run = smtp_store_run;
 	tx->job.done = smtp_store_done;
 	tx->job.arg = s;

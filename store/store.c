@@ -11,7 +11,10 @@
  *   domains   domain                   -> u32 flags (0 for now)
  *   users     address                  -> u32 flags, u64 quota (octets,
  *                                         0 = none), u32 next_uid,
- *                                         hash bytes
+ *                                         u64 used, u32 messages (the
+ *                                         mailbox's usage), hash bytes
+ *                                         (schema 1 had no usage: 16
+ *                                         octets, then the hash)
  *   aliases   alias                    -> "a@x,b@y" (lower-cased, no spaces)
  *   messages  u64 id                   -> raw message bytes
  *   msgrefs   u64 id                   -> u32 refcount (apart, so a new
@@ -45,7 +48,9 @@
 
 #include "base/log.h"
 
-#define USER_FIXED    16 /* flags + quota + next_uid, then the hash */
+/* flags + quota + next_uid + used + messages, then the hash */
+#define USER_FIXED    28
+#define USER_FIXED_V1 16 /* schema 1: flags + quota + next_uid */
 #define RESOLVE_DEPTH 8	 /* store.h: aliases of aliases, 8 deep */
 /* Named databases a process may open: DB_COUNT now, and room for the
  * schema to grow; a slot costs a few bytes per transaction. */
@@ -235,6 +240,8 @@ static int name_copy(const MDB_val *v, char *buf, size_t max)
 
 /* --- environment ------------------------------------------------------- */
 
+static int users_upgrade(struct store_txn *t);
+
 int store_open(const char *dir, uint64_t max_size, struct store **out)
 {
 	struct store *st = NULL;
@@ -242,7 +249,7 @@ int store_open(const char *dir, uint64_t max_size, struct store **out)
 	MDB_val k = {6, "schema"}, v;
 	unsigned char ver[4];
 	size_t size = STORE_MAP_INITIAL;
-	int rc;
+	int rc, err = 0; /* err: a store code (<0) from the upgrade */
 
 	*out = NULL;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -276,6 +283,14 @@ int store_open(const char *dir, uint64_t max_size, struct store **out)
 		rc = mdb_dbi_open(txn, db_names[i], MDB_CREATE, &st->dbi[i]);
 	if (rc == 0)
 		rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	if (rc == 0 && v.mv_size == 4 && get_u32(v.mv_data) == 1) {
+		/* Schema 1 kept no usage in the user records: count each
+		 * mailbox once, in the transaction that writes version 2. */
+		struct store_txn t = {.txn = txn, .st = st, .write = true};
+		if ((err = users_upgrade(&t)) < 0)
+			goto fail;
+		rc = MDB_NOTFOUND; /* the version is written below */
+	}
 	if (rc == MDB_NOTFOUND) {
 		put_u32(ver, STORE_SCHEMA_VERSION);
 		v = (MDB_val){4, ver};
@@ -301,7 +316,7 @@ fail:
 	uv_cond_destroy(&st->cond);
 	uv_mutex_destroy(&st->mu);
 	free(st);
-	return store_err(NULL, rc);
+	return err < 0 ? err : store_err(NULL, rc);
 }
 
 void store_close(struct store *st)
@@ -532,18 +547,28 @@ int store_msg_count(struct store_txn *t, uint64_t *count)
 
 /* --- users ------------------------------------------------------------- */
 
-static int user_decode(const MDB_val *v, struct store_user *u)
+/* Decodes a record of schema 2 (fixed = USER_FIXED) or, for the upgrade
+ * only, of schema 1 (USER_FIXED_V1: no usage, which reads as 0). */
+static int user_decode_fixed(const MDB_val *v, size_t fixed,
+			     struct store_user *u)
 {
 	const char *p = v->mv_data;
 
-	if (v->mv_size < USER_FIXED || v->mv_size > USER_FIXED + STORE_HASH_MAX)
+	if (v->mv_size < fixed || v->mv_size > fixed + STORE_HASH_MAX)
 		return store_err(NULL, MDB_CORRUPTED);
 	u->flags = get_u32(p);
 	u->quota = get_u64(p + 4); /* written 0 before quotas: no limit */
 	u->next_uid = get_u32(p + 12);
-	memcpy(u->hash, p + USER_FIXED, v->mv_size - USER_FIXED);
-	u->hash[v->mv_size - USER_FIXED] = '\0';
+	u->used = fixed == USER_FIXED ? get_u64(p + 16) : 0;
+	u->messages = fixed == USER_FIXED ? get_u32(p + 24) : 0;
+	memcpy(u->hash, p + fixed, v->mv_size - fixed);
+	u->hash[v->mv_size - fixed] = '\0';
 	return 0;
+}
+
+static int user_decode(const MDB_val *v, struct store_user *u)
+{
+	return user_decode_fixed(v, USER_FIXED, u);
 }
 
 static int user_put(struct store_txn *t, struct key *a,
@@ -556,8 +581,21 @@ static int user_put(struct store_txn *t, struct key *a,
 	put_u32(rec, u->flags);
 	put_u64(rec + 4, u->quota);
 	put_u32(rec + 12, u->next_uid);
+	put_u64(rec + 16, u->used);
+	put_u32(rec + 24, u->messages);
 	memcpy(rec + USER_FIXED, u->hash, hlen);
 	return put(t, DB_USERS, &a->k, &v, flags);
+}
+
+bool store_user_fits(const struct store_user *u, uint64_t size)
+{
+	return u->quota == 0 ||
+	       (u->used <= u->quota && size <= u->quota - u->used);
+}
+
+bool store_user_full(const struct store_user *u)
+{
+	return u->quota != 0 && u->used >= u->quota;
 }
 
 static int user_find(struct store_txn *t, struct key *a, const char *addr,
@@ -611,18 +649,24 @@ static int mail_first(const struct store_mail *m, void *arg)
 	return 1;
 }
 
+static int mbox_remove(struct store_txn *t, const struct key *a, uint32_t uid,
+		       uint64_t id, uint64_t *size);
+
 int store_user_del(struct store_txn *t, const char *addr)
 {
+	struct store_user u;
 	struct key a;
 	uint32_t uid;
+	uint64_t size;
 	int rc;
 
-	/* Empty the mailbox first: each entry drops its message reference. */
+	if ((rc = user_find(t, &a, addr, &u)) < 0)
+		return rc;
+	/* Empty the mailbox first: each entry drops its message reference.
+	 * The usage goes with the record. */
 	while ((rc = store_mailbox_list(t, addr, mail_first, &uid)) == 1)
-		if ((rc = store_mailbox_del(t, addr, uid, 0)) < 0)
+		if ((rc = mbox_remove(t, &a, uid, 0, &size)) < 0)
 			return rc;
-	if (rc == 0)
-		rc = KEY(&a, addr, true);
 	return rc < 0 ? rc : del(t, DB_USERS, &a.k);
 }
 
@@ -1000,6 +1044,8 @@ int store_mailbox_add_trace(struct store_txn *t, const char *user, uint64_t id,
 	if (uid != NULL)
 		*uid = u.next_uid;
 	u.next_uid++;
+	u.used += tlen + len;
+	u.messages++;
 	return user_put(t, &a, &u, 0);
 }
 
@@ -1025,24 +1071,48 @@ int store_mailbox_get(struct store_txn *t, const char *user, uint32_t uid,
 	return mail_decode(&k, &v, m);
 }
 
-int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
-		      uint64_t id)
+/* Removes entry uid of a's mailbox if it holds id (0: any) and drops its
+ * reference; its size in *size. The user's usage is the caller's. */
+static int mbox_remove(struct store_txn *t, const struct key *a, uint32_t uid,
+		       uint64_t id, uint64_t *size)
 {
 	unsigned char kb[STORE_ADDR_MAX + 5];
 	struct store_mail m;
-	struct key a;
 	MDB_val k, v;
 	int rc;
 
-	if ((rc = KEY(&a, user, true)) < 0)
-		return rc;
-	k = mbox_key(&a, uid, kb);
+	k = mbox_key(a, uid, kb);
 	if ((rc = get(t, DB_MAILBOX, &k, &v)) < 0 ||
 	    (rc = mail_decode(&k, &v, &m)) < 0)
 		return rc;
 	if (id != 0 && m.id != id)
 		return -ENOENT; /* the entry is another message now */
+	*size = m.size;
 	return (rc = del(t, DB_MAILBOX, &k)) < 0 ? rc : ref_change(t, m.id, -1);
+}
+
+int store_mailbox_del(struct store_txn *t, const char *user, uint32_t uid,
+		      uint64_t id)
+{
+	struct store_user u;
+	struct key a;
+	uint64_t size;
+	int rc;
+
+	if ((rc = user_find(t, &a, user, &u)) < 0 ||
+	    (rc = mbox_remove(t, &a, uid, id, &size)) < 0)
+		return rc;
+	/* Never short; if it were, a deletion must still go through (the
+	 * user is cleaning up): the count stops at 0 rather than wrap. */
+	if (u.used < size || u.messages == 0)
+		log_msg(LOG_WARN, "store",
+			"event=usage_short user=%s used=%llu messages=%u "
+			"size=%llu",
+			log_str(a.s), (unsigned long long)u.used, u.messages,
+			(unsigned long long)size);
+	u.used -= u.used < size ? u.used : size;
+	u.messages -= u.messages > 0;
+	return user_put(t, &a, &u, 0);
 }
 
 static int mail_each(MDB_val *k, MDB_val *v, void *ctx)
@@ -1066,6 +1136,64 @@ int store_mailbox_list(struct store_txn *t, const char *user,
 	return rc < 0
 		   ? rc
 		   : walk(t, DB_MAILBOX, a.s, a.k.mv_size + 1, mail_each, &w);
+}
+
+/* Adds one entry to a usage (the upgrade's walk of a mailbox). */
+static int usage_add(MDB_val *k, MDB_val *v, void *ctx)
+{
+	struct store_user *u = ctx;
+	struct store_mail m = {0};
+	int rc = mail_decode(k, v, &m);
+
+	if (rc == 0) {
+		u->used += m.size;
+		u->messages++;
+	}
+	return rc;
+}
+
+/* store_open, on a store of schema 1: rewrites every user record with its
+ * mailbox's usage, counted once. No cursor stays open across a write:
+ * each step looks up the first user after the last one done (a name never
+ * holds 0x00, so name 0x00 sorts right after it and before the next). */
+static int users_upgrade(struct store_txn *t)
+{
+	char after[STORE_ADDR_MAX + 1];
+	size_t alen = 0;
+	unsigned n = 0;
+	int rc;
+
+	for (;;) {
+		MDB_cursor *c = NULL;
+		MDB_val k = {alen, after}, v;
+		struct store_user u;
+		struct key a;
+
+		rc = mdb_cursor_open(t->txn, t->st->dbi[DB_USERS], &c);
+		if (rc == 0)
+			rc = mdb_cursor_get(c, &k, &v,
+					    alen ? MDB_SET_RANGE : MDB_FIRST);
+		if (rc == 0 &&
+		    ((rc = key_make(&a, k.mv_data, k.mv_size, true)) < 0 ||
+		     (rc = user_decode_fixed(&v, USER_FIXED_V1, &u)) < 0))
+			rc = MDB_CORRUPTED;
+		mdb_cursor_close(c);
+		if (rc != 0) {
+			rc = rc == MDB_NOTFOUND ? 0 : store_err(t, rc);
+			break;
+		}
+		if ((rc = walk(t, DB_MAILBOX, a.s, a.k.mv_size + 1, usage_add,
+			       &u)) < 0 ||
+		    (rc = user_put(t, &a, &u, 0)) < 0)
+			break;
+		memcpy(after, a.s, a.k.mv_size + 1); /* with its NUL */
+		alen = a.k.mv_size + 1;
+		n++;
+	}
+	log_msg(rc == 0 ? LOG_INFO : LOG_ERROR, "store",
+		"event=schema_upgrade from=1 to=%d users=%u result=%s",
+		STORE_SCHEMA_VERSION, n, rc == 0 ? "ok" : "failed");
+	return rc;
 }
 
 /* --- queue ------------------------------------------------------------- */
@@ -1234,5 +1362,16 @@ int store_queue_list(struct store_txn *t,
 		     void *arg)
 {
 	return walk(t, DB_QUEUE, NULL, 0, queue_each,
+		    &(struct walk_ctx){.fn.queue = fn, .arg = arg});
+}
+
+int store_queue_list_id(struct store_txn *t, uint64_t id,
+			int (*fn)(const struct store_queue_entry *e, void *arg),
+			void *arg)
+{
+	unsigned char kb[8];
+
+	put_u64(kb, id);
+	return walk(t, DB_QUEUE, kb, sizeof kb, queue_each,
 		    &(struct walk_ctx){.fn.queue = fn, .arg = arg});
 }

@@ -24,7 +24,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define STORE_SCHEMA_VERSION 1
+/* 2: user records keep their mailbox's usage (1 is upgraded on open). */
+#define STORE_SCHEMA_VERSION 2
 #define STORE_ADDR_MAX	     320 /* RFC 5321 4.5.3.1: 64 local + @ + 255 domain */
 #define STORE_HASH_MAX	     160  /* a crypt(3) hash string, yescrypt is ~73 */
 #define STORE_ALIAS_MAX	     4096 /* comma-joined targets of one alias */
@@ -57,8 +58,10 @@ struct store_txn;
  * created with mode 0700 when absent. max_size caps map growth in bytes
  * (0 = no cap but the address space and the disk); the map starts at
  * STORE_MAP_INITIAL, a quarter of a smaller cap, or the data file's size if
- * larger. Writes the schema version into a new store; refuses (-EPROTO) one
- * with another version. */
+ * larger. Writes the schema version into a new store; upgrades a store of
+ * version 1 (user records without their usage: each mailbox is counted
+ * once, in the same transaction that writes version 2); refuses (-EPROTO)
+ * one with another version. */
 int store_open(const char *dir, uint64_t max_size, struct store **out);
 
 /* Closes the environment. No transaction may be open and the commit thread
@@ -105,7 +108,7 @@ int store_domain_exists(struct store_txn *txn, const char *domain);
 int store_domain_list(struct store_txn *txn,
 		      int (*fn)(const char *name, void *arg), void *arg);
 
-/* --- users: address -> hash, flags, next uid --------------------------- */
+/* --- users: address -> hash, flags, quota, usage, next uid ------------ */
 
 #define STORE_USER_ADMIN 0x1u
 
@@ -114,7 +117,19 @@ struct store_user {
 	uint32_t flags;		       /* STORE_USER_* */
 	uint32_t next_uid;	       /* next mailbox uid; uids never reused */
 	uint64_t quota; /* octets the mailbox may hold; 0 = no limit */
+	/* The mailbox's usage, kept by every change to it in the same
+	 * transaction (add, delete, rename, user delete), so a delivery
+	 * never walks the mailbox: the sum of its entries' sizes (what POP3
+	 * STAT says) and their number. */
+	uint64_t used;
+	uint32_t messages;
 };
+
+/* Whether u's mailbox can take an entry of size octets: no quota, or
+ * used + size within it (a mailbox may reach its quota exactly). */
+bool store_user_fits(const struct store_user *u, uint64_t size);
+/* At or over its quota: no message fits any more. */
+bool store_user_full(const struct store_user *u);
 
 /* Adds a user; the domain of addr must be local (-ENOENT otherwise);
  * -EEXIST if the user or an alias of that name exists. */
@@ -123,8 +138,9 @@ int store_user_add(struct store_txn *txn, const char *addr, const char *hash);
 int store_user_del(struct store_txn *txn, const char *addr);
 int store_user_set_hash(struct store_txn *txn, const char *addr,
 			const char *hash);
-/* Sets the user's flags (STORE_USER_*) or quota (octets, 0 = none).
- * -ENOENT if there is no such user. */
+/* Sets the user's flags (STORE_USER_*) or quota (octets, 0 = none; a
+ * quota below the usage is allowed: nothing more is delivered until
+ * mail is deleted). -ENOENT if there is no such user. */
 int store_user_set_flags(struct store_txn *txn, const char *addr,
 			 uint32_t flags);
 int store_user_set_quota(struct store_txn *txn, const char *addr,
@@ -199,17 +215,22 @@ struct store_mail {
 };
 
 /* Appends message id to user's mailbox with the user's next uid (returned
- * in *uid when not NULL) and adds one reference to the message. trace
- * (NULL or "": none) is this copy's own trace header, whole CRLF-ended
- * lines of at most STORE_TRACE_MAX octets (-EINVAL if longer). */
+ * in *uid when not NULL), adds one reference to the message and the
+ * entry's size to the user's usage. trace (NULL or "": none) is this
+ * copy's own trace header, whole CRLF-ended lines of at most
+ * STORE_TRACE_MAX octets (-EINVAL if longer). The quota is not checked
+ * here: a delivery asks store_user_fits first and decides what to do with
+ * a recipient whose mailbox is full. -ENOENT when there is no such user
+ * or message. */
 int store_mailbox_add_trace(struct store_txn *txn, const char *user,
 			    uint64_t id, const char *trace, uint32_t *uid);
 /* The same without a trace header of its own. */
 int store_mailbox_add(struct store_txn *txn, const char *user, uint64_t id,
 		      uint32_t *uid);
 /* Removes entry uid, if it still holds message id (0: whatever it holds);
- * drops the reference and deletes the message body when it was the last
- * one. -ENOENT if absent. */
+ * takes its size off the user's usage, drops the reference and deletes
+ * the message body when it was the last one. -ENOENT if absent (or the
+ * user is). */
 int store_mailbox_del(struct store_txn *txn, const char *user, uint32_t uid,
 		      uint64_t id);
 /* Copies entry uid of user's mailbox into *m (m->trace points into the
@@ -263,6 +284,10 @@ int store_queue_retry(struct store_txn *txn, uint64_t id,
 int store_queue_list(struct store_txn *txn,
 		     int (*fn)(const struct store_queue_entry *e, void *arg),
 		     void *arg);
+/* The same for message id's entries only (a walk of their keys). */
+int store_queue_list_id(struct store_txn *txn, uint64_t id,
+			int (*fn)(const struct store_queue_entry *e, void *arg),
+			void *arg);
 /* Number of queued entries (for /metrics and the dashboard). */
 int store_queue_count(struct store_txn *txn, uint64_t *count);
 

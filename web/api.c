@@ -346,59 +346,34 @@ static void api_op_start(struct api_op *op, const char *pass)
 
 /* --- users ---------------------------------------------------------------- */
 
-struct api_usage {
-	uint64_t messages, bytes;
-};
-
-static int api_usage_add(const struct store_mail *m, void *arg)
-{
-	struct api_usage *u = arg;
-
-	u->messages++;
-	u->bytes += m->size;
-	return 0;
-}
-
-struct api_list {
-	struct store_txn *txn;
-	json_t *arr;
-};
-
+/* The usage is the store's running total (what POP3's STAT says): no
+ * mailbox is walked. */
 static int api_user_each(const char *addr, const struct store_user *u,
 			 void *arg)
 {
-	struct api_list *l = arg;
-	struct api_usage use = {0, 0};
-	int r = store_mailbox_list(l->txn, addr, api_usage_add, &use);
-
-	if (r < 0)
-		return r;
 	json_array_append_new(
-	    l->arr, json_pack("{s:s, s:b, s:I, s:I, s:I}", "address", addr,
-			      "admin", (u->flags & STORE_USER_ADMIN) != 0,
-			      "quota", (json_int_t)u->quota, "messages",
-			      (json_int_t)use.messages, "bytes",
-			      (json_int_t)use.bytes));
+	    arg,
+	    json_pack("{s:s, s:b, s:I, s:I, s:I}", "address", addr, "admin",
+		      (u->flags & STORE_USER_ADMIN) != 0, "quota",
+		      (json_int_t)u->quota, "messages", (json_int_t)u->messages,
+		      "used", (json_int_t)u->used));
 	return 0;
 }
 
 static int api_users_fill(struct store_txn *txn, void *ctx)
 {
-	struct api_list *l = ctx;
-
-	l->txn = txn; /* each user's mailbox is counted in it too */
-	return store_user_list(txn, api_user_each, l);
+	return store_user_list(txn, api_user_each, ctx);
 }
 
 void api_users(struct web_conn *w)
 {
-	struct api_list l = {NULL, json_array()};
+	json_t *arr = json_array();
 
-	if (api_read(w, api_users_fill, &l) < 0) {
-		json_decref(l.arr);
+	if (api_read(w, api_users_fill, arr) < 0) {
+		json_decref(arr);
 		return;
 	}
-	web_json(w, 200, json_pack("{s:o}", "users", l.arr));
+	web_json(w, 200, json_pack("{s:o}", "users", arr));
 }
 
 void api_user_add(struct web_conn *w)
@@ -939,7 +914,8 @@ void api_status(struct web_conn *w)
 		     (json_int_t)(metrics_get(METRIC_REJ_UNKNOWN_USER) +
 				  metrics_get(METRIC_REJ_RELAY) +
 				  metrics_get(METRIC_REJ_CONTENT) +
-				  metrics_get(METRIC_REJ_STORAGE)),
+				  metrics_get(METRIC_REJ_STORAGE) +
+				  metrics_get(METRIC_REJ_QUOTA)),
 		     "auth_failures",
 		     (json_int_t)(metrics_get(METRIC_AUTH_FAIL_POP3) +
 				  metrics_get(METRIC_AUTH_FAIL_SMTP) +

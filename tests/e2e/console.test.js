@@ -86,6 +86,9 @@ test("log in, add a user, see mail arrive, delete the user", async () => {
     await page.click('#nav a[href="#/users"]');
     await row.waitFor();
     assert.strictEqual((await row.locator("td").nth(3).textContent()).trim(), "1");
+    // used / quota: the message's octets, no quota set
+    assert.match((await row.locator("td").nth(2).textContent()).trim(),
+      /^[1-9][0-9.]* (B|KiB) \/ no quota$/);
     page.once("dialog", (d) => d.accept());
     await row.locator('button[data-action="delete"]').click();
     await row.waitFor({ state: "detached" });

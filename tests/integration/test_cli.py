@@ -71,7 +71,8 @@ def test_defaults_without_config(tmp_path):
     r = run("user", "add", "alice@localhost", stdin="pw\n", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "pillarbox-data").is_dir()
-    assert run("user", "list", cwd=tmp_path).stdout == "alice@localhost\n"
+    assert run("user", "list", cwd=tmp_path).stdout == \
+        "alice@localhost messages=0 used=0 quota=none\n"
     assert run("domain", "list", cwd=tmp_path).stdout == "localhost\n"
     assert run("queue", "list", cwd=tmp_path).stdout == ""
 
@@ -80,7 +81,8 @@ def test_user_alias_domain_verbs(make_server):
     s = make_server(users=(), start=False)
     cli = s.cli
     cli("user", "add", "Carol@Example.ORG", stdin="pw1\n")
-    assert cli("user", "list").stdout == "carol@example.org\n"
+    assert cli("user", "list").stdout == \
+        "carol@example.org messages=0 used=0 quota=none\n"
     r = cli("user", "add", "carol@example.org", stdin="x\n", check=False)
     assert r.returncode == 1 and "already exists" in r.stderr
     r = cli("user", "add", "dave@nowhere.test", stdin="x\n", check=False)
@@ -115,6 +117,39 @@ def test_user_alias_domain_verbs(make_server):
     assert "nowhere.test" not in cli("domain", "list").stdout
     r = cli("user", "del", "dave@nowhere.test", check=False)
     assert r.returncode == 1
+
+
+def test_user_quota_set_and_show(make_server):
+    """`user quota ADDRESS SIZE` sets it (k, M, G binary; 0 = none), `user
+    quota ADDRESS` shows the user's `user list` line; a bad size changes
+    nothing. (What the usage counts: test_quota.py.)"""
+    s = make_server(start=False)
+    assert s.cli("user", "list").stdout == (
+        "alice@localhost messages=0 used=0 quota=none\n"
+        "bob@localhost messages=0 used=0 quota=none\n")
+    for size, octets in (("100M", 100 << 20), ("2G", 2 << 30),
+                         ("512k", 512 << 10), ("12345", 12345)):
+        s.cli("user", "quota", "Alice@localhost", size)
+        assert s.cli("user", "quota", "alice@localhost").stdout == \
+            "alice@localhost messages=0 used=0 quota=%d\n" % octets
+    s.cli("user", "admin", "bob@localhost", "on")
+    assert s.cli("user", "list").stdout == (
+        "alice@localhost messages=0 used=0 quota=12345\n"
+        "bob@localhost messages=0 used=0 quota=none admin\n")
+    s.cli("user", "quota", "alice@localhost", "0")
+    assert s.cli("user", "quota", "alice@localhost").stdout == \
+        "alice@localhost messages=0 used=0 quota=none\n"
+    for bad in ("10X", "-1", "1.5G", "", "M", "99999999999999999999"):
+        r = s.cli("user", "quota", "alice@localhost", bad, check=False)
+        assert r.returncode == 1 and "bad size" in r.stderr, (bad, r)
+    assert s.cli("user", "quota", "alice@localhost").stdout == \
+        "alice@localhost messages=0 used=0 quota=none\n"
+    r = s.cli("user", "quota", "nobody@localhost", "1M", check=False)
+    assert r.returncode == 1 and "no such entry" in r.stderr
+    r = s.cli("user", "quota", "nobody@localhost", check=False)
+    assert r.returncode == 1 and "no such entry" in r.stderr
+    r = s.cli("user", "quota", check=False)
+    assert r.returncode == 2 and "usage:" in r.stderr
 
 
 def test_cli_while_server_runs(server):

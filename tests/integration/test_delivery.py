@@ -10,6 +10,7 @@ import smtplib
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
@@ -582,3 +583,27 @@ def test_peer_size_limit_bounces_without_sending(make_server, dns, mx_port,
                     what="a bounce")
     assert b"5.3.4" in msgs[0] and b"exceeds the limit" in msgs[0]
     assert not any(c.startswith("MAIL") for c in m.commands)
+
+
+def metric(server, name):
+    host, port = server.addr("web")
+    with urllib.request.urlopen("http://%s:%d/metrics" % (host, port),
+                                timeout=10) as r:
+        text = r.read().decode()
+    (value,) = re.findall(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    return int(value)
+
+
+def test_new_messages_do_not_walk_the_whole_queue(make_server, dns, mx_port):
+    """Each relayed message is looked at by its own keys: a busy server
+    with a long queue (here held: max_concurrent 0) does not walk all of
+    it once per commit, which made accepting relayed mail slow down as
+    the queue grew."""
+    s = delivery_server(make_server, dns, mx_port, max_concurrent="0")
+    walks = metric(s, "pillarbox_queue_walks_total")
+    for i in range(30):
+        submit(s, ["x%d@remote.test" % i], tag="w%d" % i)
+    assert len(queue(s)) == 30
+    # The start's walk, and perhaps one a timer or clock tick explains;
+    # never one per message.
+    assert metric(s, "pillarbox_queue_walks_total") - walks <= 2

@@ -248,15 +248,24 @@ def test_users_lifecycle(admin, web_server):
         "address": "Carol@LOCALHOST", "password": "pw c",
         "quota": 1 << 20})
     assert (status, reply) == (201, {"ok": True})
-    assert "carol@localhost\n" in store_users(web_server)
+    assert "carol@localhost messages=0 used=0 quota=1048576\n" in \
+        store_users(web_server)
     # a message for her, retrievable with that password
     with smtplib.SMTP(*web_server.addr("smtp"), timeout=10) as s:
         s.sendmail("x@example.org", ["carol@localhost"],
                    b"Subject: hi\r\n\r\nhello\r\n")
     users = {u["address"]: u for u in admin.get("/api/users")[1]["users"]}
+    assert set(users["carol@localhost"]) == {"address", "admin", "quota",
+                                             "messages", "used"}
     assert users["carol@localhost"]["quota"] == 1 << 20
     assert users["carol@localhost"]["messages"] == 1
-    assert users["carol@localhost"]["bytes"] > 20
+    # the store's running total: what POP3's STAT counts
+    p = poplib.POP3(*web_server.addr("pop3"), timeout=10)
+    p.user("carol@localhost")
+    p.pass_("pw c")
+    assert p.stat() == (1, users["carol@localhost"]["used"])
+    p.quit()
+    assert users["carol@localhost"]["used"] > 20
     assert users["carol@localhost"]["admin"] is False
     assert users[ADMIN]["admin"] is True
     # exists already (user or alias)
@@ -271,7 +280,8 @@ def test_users_lifecycle(admin, web_server):
                       {"quota": 0})[0] == 200
     assert admin.post("/api/users/carol@localhost/admin",
                       {"admin": True})[0] == 200
-    assert "carol@localhost admin" in store_users(web_server)
+    assert re.search(r"^carol@localhost messages=1 used=\d+ quota=none "
+                     r"admin$", store_users(web_server), re.M)
     # rename keeps the mailbox and the aliases pointing at her
     assert admin.post("/api/aliases", {"alias": "team@localhost",
                                        "targets": ["carol@localhost",
@@ -653,10 +663,13 @@ def test_cli_admin_flag(make_server):
     s = make_server(users=())
     s.cli("user", "add", "--admin", "a@localhost", stdin="pw\n")
     s.cli("user", "add", "b@localhost", stdin="pw\n")
-    assert store_users(s) == "a@localhost admin\nb@localhost\n"
+    empty = " messages=0 used=0 quota=none"
+    assert store_users(s) == ("a@localhost" + empty + " admin\n"
+                              "b@localhost" + empty + "\n")
     s.cli("user", "admin", "b@localhost", "on")
     s.cli("user", "admin", "a@localhost", "off")
-    assert store_users(s) == "a@localhost\nb@localhost admin\n"
+    assert store_users(s) == ("a@localhost" + empty + "\n"
+                              "b@localhost" + empty + " admin\n")
     r = s.cli("user", "admin", "b@localhost", "maybe", check=False)
     assert r.returncode == 2
     r = s.cli("user", "admin", "ghost@localhost", "on", check=False)

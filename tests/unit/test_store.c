@@ -165,7 +165,7 @@ static uint64_t deliver(struct store *st, const char *body, const char **users,
 static void test_schema(void **state)
 {
 	struct fx *fx = *state;
-	unsigned char v2[4] = {0, 0, 0, 2}, v1[4] = {0, 0, 0, 1};
+	unsigned char v3[4] = {0, 0, 0, 3}, v1[4] = {0, 0, 0, 1};
 
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	store_close(fx->st);
@@ -174,13 +174,17 @@ static void test_schema(void **state)
 	store_close(fx->st);
 	fx->st = NULL;
 
-	raw_put(fx->dir, "meta", "schema", 6, v2, 4);
+	raw_put(fx->dir, "meta", "schema", 6, v3, 4);
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), -EPROTO);
 	assert_null(fx->st);
 	raw_put(fx->dir, "meta", "schema", 6, v1, 3); /* truncated */
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), -EPROTO);
-	raw_put(fx->dir, "meta", "schema", 6, v1, 4);
+	raw_put(fx->dir, "meta", "schema", 6, v1, 4); /* upgraded */
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	store_close(fx->st);
+	fx->st = NULL;
+	assert_int_equal(raw_get(fx->dir, "meta", "schema", 6, v1, 4), 4);
+	assert_memory_equal(v1, "\0\0\0\2", 4);
 }
 
 /* --- domains, users, aliases ------------------------------------------- */
@@ -292,43 +296,268 @@ static int collect_alias(const char *alias, const char *targets, void *arg)
 	return 0;
 }
 
-/* The record's 8 bytes after the flags are the quota (big-endian, 0 = no
- * limit): records written before quotas held 0 there, so they read as
- * "no limit", and the field survives every other change to the record. */
+/* The record: u32 flags, u64 quota (0 = no limit), u32 next uid, u64
+ * octets used, u32 messages, then the hash; every field survives every
+ * other change to the record. */
 static void test_user_record(void **state)
 {
 	struct fx *fx = *state;
 	unsigned char rec[64];
-	const unsigned char old[] = {0, 0, 0, 1, 0, 0, 0,   0,	 0,   0,
-				     4, 0, 0, 0, 0, 7, '$', 'y', '$', 'o'};
 	struct store_user u;
 	struct store_txn *t;
 
 	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
 	populate(fx->st);
-	store_close(fx->st);
-	fx->st = NULL;
-	assert_int_equal(
-	    raw_get(fx->dir, "users", "bob@x.test", 10, rec, sizeof rec),
-	    16 + 4);
-	assert_memory_equal(rec, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\1$y$b", 20);
-
-	raw_put(fx->dir, "users", "old@x.test", 10, old, sizeof old);
-	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	deliver(fx->st, "hello", (const char *[]){"bob@x.test"}, 1, NULL);
 	t = wtxn(fx->st);
-	assert_int_equal(store_user_get(t, "old@x.test", &u), 0);
+	assert_int_equal(store_user_set_flags(t, "bob@x.test", 1), 0);
+	assert_int_equal(store_user_set_quota(t, "bob@x.test", 0x400), 0);
+	assert_int_equal(store_user_set_hash(t, "bob@x.test", "$y$n"), 0);
+	assert_int_equal(store_user_get(t, "bob@x.test", &u), 0);
 	assert_int_equal(u.flags, STORE_USER_ADMIN);
-	assert_int_equal(u.next_uid, 7);
 	assert_int_equal(u.quota, 0x400);
-	assert_string_equal(u.hash, "$y$o");
-	assert_int_equal(store_user_set_hash(t, "old@x.test", "$y$n"), 0);
+	assert_int_equal(u.next_uid, 2);
+	assert_int_equal(u.used, 5);
+	assert_int_equal(u.messages, 1);
+	assert_string_equal(u.hash, "$y$n");
 	assert_int_equal(store_txn_commit(t), 0);
 	store_close(fx->st);
 	fx->st = NULL;
 	assert_int_equal(
-	    raw_get(fx->dir, "users", "old@x.test", 10, rec, sizeof rec),
-	    sizeof old);
-	assert_memory_equal(rec, "\0\0\0\1\0\0\0\0\0\0\4\0\0\0\0\7$y$n", 20);
+	    raw_get(fx->dir, "users", "bob@x.test", 10, rec, sizeof rec),
+	    28 + 4);
+	assert_memory_equal(rec,
+			    "\0\0\0\1"
+			    "\0\0\0\0\0\0\4\0"
+			    "\0\0\0\2"
+			    "\0\0\0\0\0\0\0\5"
+			    "\0\0\0\1"
+			    "$y$n",
+			    32);
+}
+
+/* A store of schema 1: user records of 16 octets (flags, quota, next uid)
+ * and the hash, no usage. Opening it counts each mailbox once and writes
+ * the records anew, in one transaction with the version; the fields kept
+ * are unchanged, and the next open finds nothing to do. */
+static const unsigned char *v1_record(uint32_t flags, uint32_t quota,
+				      uint32_t next_uid, const char *hash,
+				      size_t *len)
+{
+	static unsigned char rec[16 + STORE_HASH_MAX];
+
+	memset(rec, 0, 16);
+	for (int i = 0; i < 4; i++) {
+		rec[3 - i] = (unsigned char)(flags >> 8 * i);
+		rec[11 - i] = (unsigned char)(quota >> 8 * i);
+		rec[15 - i] = (unsigned char)(next_uid >> 8 * i);
+	}
+	memcpy(rec + 16, hash, strlen(hash));
+	*len = 16 + strlen(hash);
+	return rec;
+}
+
+static void test_user_record_upgrade(void **state)
+{
+	struct fx *fx = *state;
+	const char *rp = "Return-Path: <a@b>\r\n"; /* 20 octets */
+	unsigned char rec[64], entry[16] = {0}, key[18] = {0}, refs[4] = {0};
+	unsigned char v1[4] = {0, 0, 0, 1};
+	const unsigned char *old;
+	struct store_user u;
+	struct store_txn *t;
+	uint64_t id, id2;
+	size_t len;
+	void *dst;
+
+	/* Two users of the new code, one with two messages (one of them with
+	 * a trace of its own), then everything of the old layout. */
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	t = wtxn(fx->st);
+	assert_int_equal(store_domain_add(t, "x.test"), 0);
+	assert_int_equal(store_user_add(t, "old@x.test", "$y$o"), 0);
+	assert_int_equal(store_user_add(t, "none@x.test", "$y$n"), 0);
+	assert_int_equal(store_user_add(t, "oldest@x.test", "$y$z"), 0);
+	assert_int_equal(store_msg_put(t, 5, &id, &dst), 0);
+	memcpy(dst, "hello", 5);
+	assert_int_equal(store_mailbox_add_trace(t, "old@x.test", id, rp, NULL),
+			 0);
+	assert_int_equal(store_msg_put(t, 1000, &id2, &dst), 0);
+	memset(dst, 'x', 1000);
+	assert_int_equal(store_mailbox_add(t, "old@x.test", id2, NULL), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	store_close(fx->st);
+	fx->st = NULL;
+	old = v1_record(STORE_USER_ADMIN, 0x400, 9, "$y$o", &len);
+	raw_put(fx->dir, "users", "old@x.test", 10, old, len);
+	old = v1_record(0, 0, 1, "$y$n", &len);
+	raw_put(fx->dir, "users", "none@x.test", 11, old, len);
+	old = v1_record(0, 0, 8, "$y$z", &len);
+	raw_put(fx->dir, "users", "oldest@x.test", 13, old, len);
+	/* oldest's entry predates traces: 16 octets, the size in it. */
+	memcpy(key, "oldest@x.test", 13); /* then 0x00 and uid 7 */
+	key[17] = 7;
+	entry[7] = (unsigned char)id, entry[15] = 5;
+	raw_put(fx->dir, "mailbox", key, 18, entry, sizeof entry);
+	refs[3] = 2; /* old's and oldest's */
+	raw_put(fx->dir, "msgrefs", entry, 8, refs, sizeof refs);
+	raw_put(fx->dir, "meta", "schema", 6, v1, 4);
+
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+		t = rtxn(fx->st);
+		assert_int_equal(store_user_get(t, "old@x.test", &u), 0);
+		assert_int_equal(u.flags, STORE_USER_ADMIN);
+		assert_int_equal(u.quota, 0x400);
+		assert_int_equal(u.next_uid, 9);
+		assert_string_equal(u.hash, "$y$o");
+		assert_int_equal(u.used, 20 + 5 + 1000);
+		assert_int_equal(u.messages, 2);
+		assert_int_equal(store_user_get(t, "none@x.test", &u), 0);
+		assert_int_equal(u.used, 0);
+		assert_int_equal(u.messages, 0);
+		assert_string_equal(u.hash, "$y$n");
+		assert_int_equal(store_user_get(t, "oldest@x.test", &u), 0);
+		assert_int_equal(u.used, 5);
+		assert_int_equal(u.messages, 1);
+		assert_int_equal(u.next_uid, 8);
+		store_txn_abort(t);
+		store_close(fx->st);
+		fx->st = NULL;
+		assert_int_equal(raw_get(fx->dir, "meta", "schema", 6, v1, 4),
+				 4);
+		assert_memory_equal(v1, "\0\0\0\2", 4);
+		assert_int_equal(raw_get(fx->dir, "users", "old@x.test", 10,
+					 rec, sizeof rec),
+				 28 + 4);
+		assert_memory_equal(rec + 16,
+				    "\0\0\0\0\0\0\4\1"
+				    "\0\0\0\2"
+				    "$y$o",
+				    16);
+	}
+}
+
+/* The usage kept in the record, and the one a walk of the mailbox finds:
+ * they must agree after every change. */
+static int usage_sum(const struct store_mail *m, void *arg)
+{
+	struct store_user *sum = arg;
+
+	sum->used += m->size;
+	sum->messages++;
+	return 0;
+}
+
+static void assert_usage(struct store *st, const char *user, uint64_t used,
+			 uint32_t messages)
+{
+	struct store_user u, sum = {.used = 0};
+	struct store_txn *t = rtxn(st);
+
+	assert_int_equal(store_user_get(t, user, &u), 0);
+	assert_int_equal(store_mailbox_list(t, user, usage_sum, &sum), 0);
+	store_txn_abort(t);
+	assert_int_equal(u.used, used);
+	assert_int_equal(u.messages, messages);
+	assert_int_equal(sum.used, used);
+	assert_int_equal(sum.messages, messages);
+}
+
+/* Every change to a mailbox changes its usage in the same transaction:
+ * adding (trace included), deleting (as POP3's QUIT does), a rename (it
+ * moves with the mailbox), a user deleted and added again (starts at 0);
+ * an aborted transaction changes nothing. */
+static void test_usage(void **state)
+{
+	struct fx *fx = *state;
+	const char *rp = "Return-Path: <a@b>\r\n"; /* 20 octets */
+	struct store_user u;
+	struct store_txn *t;
+	uint64_t id, id2;
+	uint32_t uid, uid2;
+	void *dst;
+
+	assert_int_equal(store_open(fx->dir, 0, &fx->st), 0);
+	populate(fx->st);
+	assert_usage(fx->st, "alice@x.test", 0, 0);
+	t = wtxn(fx->st);
+	assert_int_equal(store_msg_put(t, 100, &id, &dst), 0);
+	memset(dst, 'a', 100);
+	assert_int_equal(
+	    store_mailbox_add_trace(t, "alice@x.test", id, rp, &uid), 0);
+	assert_int_equal(store_mailbox_add(t, "bob@x.test", id, NULL), 0);
+	assert_int_equal(store_msg_put(t, 1000, &id2, &dst), 0);
+	memset(dst, 'b', 1000);
+	assert_int_equal(
+	    store_mailbox_add_trace(t, "Alice@x.test", id2, rp, &uid2), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_usage(fx->st, "alice@x.test", 120 + 1020, 2);
+	assert_usage(fx->st, "bob@x.test", 100, 1);
+	assert_usage(fx->st, "carol@x.test", 0, 0);
+
+	/* Aborted: nothing changes. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid2, id2), 0);
+	store_txn_abort(t);
+	assert_usage(fx->st, "alice@x.test", 1140, 2);
+
+	/* A deletion, and a miss (wrong id, no such uid, no such user). */
+	t = wtxn(fx->st);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid2, id),
+			 -ENOENT);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", 999, 0), -ENOENT);
+	assert_int_equal(store_mailbox_del(t, "zed@x.test", uid2, 0), -ENOENT);
+	assert_int_equal(store_mailbox_del(t, "alice@x.test", uid2, id2), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_usage(fx->st, "alice@x.test", 120, 1);
+
+	/* Other changes to the record keep it; a rename moves it. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_user_set_quota(t, "alice@x.test", 500), 0);
+	assert_int_equal(store_user_set_hash(t, "alice@x.test", "$y$z"), 0);
+	assert_int_equal(store_user_set_flags(t, "alice@x.test", 1), 0);
+	assert_int_equal(store_user_rename(t, "alice@x.test", "ann@x.test"), 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_usage(fx->st, "ann@x.test", 120, 1);
+
+	/* Deleted and added again: an empty mailbox; bob's copy stays. */
+	t = wtxn(fx->st);
+	assert_int_equal(store_user_del(t, "ann@x.test"), 0);
+	assert_int_equal(store_user_add(t, "ann@x.test", "$y$a"), 0);
+	assert_int_equal(store_user_get(t, "ann@x.test", &u), 0);
+	assert_int_equal(u.quota, 0);
+	assert_int_equal(store_txn_commit(t), 0);
+	assert_usage(fx->st, "ann@x.test", 0, 0);
+	assert_usage(fx->st, "bob@x.test", 100, 1);
+	assert_int_equal(msg_count(fx->st), 1);
+}
+
+/* What fits under a quota: a mailbox may reach it exactly; at it or over
+ * it (a quota lowered below the usage) nothing fits; 0 is no limit. */
+static void test_quota_fits(void **state)
+{
+	struct store_user u = {.quota = 0, .used = UINT64_MAX - 1};
+
+	(void)state;
+	assert_true(store_user_fits(&u, UINT64_MAX));
+	assert_false(store_user_full(&u));
+	u = (struct store_user){.quota = 1000, .used = 0};
+	assert_true(store_user_fits(&u, 1000));
+	assert_false(store_user_fits(&u, 1001));
+	assert_false(store_user_fits(&u, UINT64_MAX));
+	assert_false(store_user_full(&u));
+	u.used = 999;
+	assert_true(store_user_fits(&u, 1));
+	assert_false(store_user_fits(&u, 2));
+	assert_false(store_user_full(&u));
+	u.used = 1000;
+	assert_true(store_user_full(&u));
+	assert_false(store_user_fits(&u, 1));
+	u.used = 5000;
+	assert_true(store_user_full(&u));
+	assert_false(store_user_fits(&u, 1));
+	assert_false(store_user_fits(&u, 0));
 }
 
 static int collect_mail_id(const struct store_mail *m, void *arg)
@@ -757,6 +986,9 @@ static void test_mailbox_trace(void **state)
 	assert_int_equal(store_mailbox_del(t, "carol@x.test", 7, id), 0);
 	assert_int_equal(store_mailbox_del(t, "alice@x.test", 1, id), 0);
 	assert_int_equal(store_txn_commit(t), 0);
+	/* Forged behind the usage's back: the count stops at 0, never
+	 * wraps, and the deletion went through. */
+	assert_usage(fx->st, "carol@x.test", 0, 0);
 	assert_int_equal(msg_count(fx->st), 1); /* bob's copy holds it */
 	t = wtxn(fx->st);
 	assert_int_equal(store_mailbox_del(t, "bob@x.test", 1, id), 0);
@@ -873,6 +1105,16 @@ static void test_queue(void **state)
 	assert_string_equal(out, "1/\"a b\"@remote.test//7/0/;"
 				 "1/Bob@Remote.test/a@x.test/1000/0/;"
 				 "1/carol@remote.test//1000/0/;");
+	/* One message's entries alone: none of another's, before or after. */
+	out[0] = '\0';
+	assert_int_equal(store_queue_list_id(t, id, collect_queue, out), 0);
+	assert_string_equal(out, "1/\"a b\"@remote.test//7/0/;"
+				 "1/Bob@Remote.test/a@x.test/1000/0/;"
+				 "1/carol@remote.test//1000/0/;");
+	out[0] = '\0';
+	assert_int_equal(store_queue_list_id(t, 0, collect_queue, out), 0);
+	assert_int_equal(store_queue_list_id(t, 2, collect_queue, out), 0);
+	assert_string_equal(out, "");
 	store_txn_abort(t);
 
 	/* The body goes with the last reference, mailbox or queue. */
@@ -1581,6 +1823,9 @@ int main(void)
 	    T(test_domains),
 	    T(test_users),
 	    T(test_user_record),
+	    T(test_user_record_upgrade),
+	    T(test_usage),
+	    T(test_quota_fits),
 	    T(test_user_rename_quota),
 	    T(test_aliases),
 	    T(test_alias_loops_depth),

@@ -184,11 +184,15 @@ const pages = {
     const act = (u, label, fn, cls) => el("button", { type: "button", class: cls || null,
       "data-action": label.toLowerCase(), on: { click: fn } }, label);
     const path = (u) => "/api/users/" + encodeURIComponent(u.address);
-    page("Users", box, f, table(["Address", "Admin", "Quota", "Messages", "Size", ""],
+    // used / quota, as the store counts it (what POP3's STAT says); a
+    // mailbox at its quota takes no more mail until some is deleted
+    const usage = (u) => bytes(u.used) + " / " + (u.quota ? bytes(u.quota) : "no quota") +
+      (u.quota && u.used >= u.quota ? " (full)" : "");
+    page("Users", box, f, table(["Address", "Admin", "Used / quota", "Messages", ""],
       users.map((u) => el("tr", { "data-address": u.address },
         el("td", {}, u.address), el("td", {}, u.admin ? "yes" : ""),
-        el("td", { class: "opt" }, u.quota ? bytes(u.quota) : "none"),
-        el("td", {}, u.messages), el("td", { class: "opt" }, bytes(u.bytes)),
+        el("td", { class: u.quota && u.used >= u.quota ? "full" : null }, usage(u)),
+        el("td", {}, u.messages),
         el("td", { class: "actions" },
           act(u, "Password", () => {
             const p = prompt("New password for " + u.address);
@@ -207,7 +211,7 @@ const pages = {
           act(u, "Delete", () => {
             if (confirm("Delete " + u.address + " and all its mail?"))
               change(box, "Deleted " + u.address, () => api("DELETE", path(u)));
-          }, "danger")))), [2, 4]));
+          }, "danger"))))));
   },
 
   async aliases() {
