@@ -24,6 +24,7 @@
 #include "core/relay.h"
 #include "core/tls.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "pop3/pop3.h"
 #include "smtp/data.h"
 #include "smtp/deliver.h"
@@ -227,6 +228,7 @@ static void control_queue_flush(struct control_out *o, const char *arg,
 {
 	char *end;
 	uint64_t id = 0;
+	int r;
 
 	(void)ctx;
 	if (arg[0] != '\0') {
@@ -237,7 +239,11 @@ static void control_queue_flush(struct control_out *o, const char *arg,
 			return;
 		}
 	}
-	deliver_flush(id);
+	r = deliver_flush(id);
+	if (r == 0 && id != 0)
+		control_error(o, "no such message in the queue");
+	else if (r < 0)
+		control_error(o, strerror(-r));
 }
 
 /* What the control socket answers: a row per command. */
@@ -284,7 +290,9 @@ static int serve(struct config *cfg)
 {
 	struct server srv = {.cfg = cfg};
 	uv_loop_t *loop = uv_default_loop();
-	uint64_t commits, jobs, delivered, bounced, deferred;
+	static const struct web_queue_hooks queue_hooks = {
+	    deliver_flush, deliver_remove, deliver_wake};
+	uint64_t commits, jobs;
 	int r;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -328,7 +336,7 @@ static int serve(struct config *cfg)
 	smtp_server_init(&srv.smtp, cfg, srv.st);
 	smtp_submission_init(&srv.submission, cfg, srv.st);
 	pop3_server_init(&srv.pop3, cfg, srv.st);
-	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION);
+	web_server_init(&srv.web, cfg, srv.st, PILLARBOX_VERSION, &queue_hooks);
 	/* Implicit TLS on 465 is submission (RFC 8314 3.3). */
 	srv.smtps = cfg->submission;
 	strcpy(srv.smtps.listen, cfg->smtps);
@@ -389,15 +397,16 @@ static int serve(struct config *cfg)
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
 	store_commit_stats(srv.st, &commits, &jobs);
-	deliver_stats(&delivered, &bounced, &deferred);
 	log_msg(
 	    LOG_INFO, "core",
 	    "event=stats commits=%llu jobs=%llu accepted=%llu logins=%llu "
 	    "delivered=%llu bounced=%llu deferred=%llu",
 	    (unsigned long long)commits, (unsigned long long)jobs,
 	    (unsigned long long)(srv.smtp.accepted + srv.submission.accepted),
-	    (unsigned long long)srv.logins, (unsigned long long)delivered,
-	    (unsigned long long)bounced, (unsigned long long)deferred);
+	    (unsigned long long)srv.logins,
+	    (unsigned long long)metrics_get(METRIC_DELIVERED),
+	    (unsigned long long)metrics_get(METRIC_BOUNCED),
+	    (unsigned long long)metrics_get(METRIC_DEFERRED));
 	deliver_cleanup();
 	web_server_cleanup(&srv.web);
 	auth_cleanup();
@@ -550,75 +559,26 @@ static int show_queued(struct store_txn *txn, const char *arg)
 	return 0;
 }
 
-/* The entries of one message, copied out of a walk (the store must not
- * change under a cursor). */
-struct queue_pick {
-	uint64_t id;
-	struct store_queue_entry *e;
-	size_t n;
-};
-
-static int queue_pick_one(const struct store_queue_entry *e, void *arg)
-{
-	struct queue_pick *qp = arg;
-	struct store_queue_entry *c;
-
-	if (e->id != qp->id)
-		return 0;
-	qp->e = xrealloc(qp->e, (qp->n + 1) * sizeof *qp->e);
-	c = &qp->e[qp->n++];
-	*c = *e;
-	c->sender = xstrdup(e->sender);
-	c->recipient = xstrdup(e->recipient);
-	c->last_error = xstrdup(e->last_error);
-	return 0;
-}
-
-static void queue_pick_free(struct queue_pick *qp)
-{
-	for (size_t i = 0; i < qp->n; i++) {
-		free((char *)qp->e[i].sender);
-		free((char *)qp->e[i].recipient);
-		free((char *)qp->e[i].last_error);
-	}
-	free(qp->e);
-}
-
 /* `queue delete ID` and `queue bounce ID`: every recipient of message
- * ID, in the CLI's write transaction (a server delivering it meanwhile
- * finds the entries gone when it records its attempt). */
+ * ID, in the CLI's write transaction (deliver_remove, which the console
+ * shares; a server delivering it meanwhile finds the entries gone when it
+ * records its attempt). */
 static int cli_queue_remove(const struct config *cfg, struct store_txn *txn,
 			    const char *arg, bool bounce)
 {
-	struct queue_pick qp = {0};
-	struct dsn_rcpt *rcpts = NULL;
+	uint64_t id;
+	size_t n;
 	char *end;
 	int r;
 
 	errno = 0;
-	qp.id = strtoull(arg, &end, 16);
-	if (errno != 0 || *end != '\0' || qp.id == 0)
+	id = strtoull(arg, &end, 16);
+	if (errno != 0 || *end != '\0' || id == 0)
 		return -EINVAL;
-	r = store_queue_list(txn, queue_pick_one, &qp);
-	if (r == 0 && qp.n == 0)
-		r = -ENOENT;
-	if (r == 0 && bounce) {
-		rcpts = xcalloc(qp.n, sizeof *rcpts);
-		for (size_t i = 0; i < qp.n; i++)
-			rcpts[i] = (struct dsn_rcpt){
-			    qp.e[i].recipient, NULL,
-			    "550 5.0.0 returned by the postmaster"};
-		r = deliver_bounce(txn, cfg, qp.id, qp.e[0].sender,
-				   (time_t)qp.e[0].arrival, rcpts, qp.n);
-		if (r == 1)
-			printf("bounce queued for <%s>; `pillarbox queue "
-			       "flush` sends it now\n",
-			       qp.e[0].sender);
-	}
-	for (size_t i = 0; r >= 0 && i < qp.n; i++)
-		r = store_queue_del(txn, qp.id, qp.e[i].recipient);
-	free(rcpts);
-	queue_pick_free(&qp);
+	r = deliver_remove(txn, cfg, id, bounce, &n);
+	if (r == 1)
+		printf("bounce queued for the sender; `pillarbox queue flush` "
+		       "sends it now\n");
 	return r < 0 ? r : 0;
 }
 

@@ -33,9 +33,14 @@ static int hourly_index(enum metric m)
 
 void metrics_inc(enum metric m)
 {
+	metrics_add(m, 1);
+}
+
+void metrics_add(enum metric m, uint64_t n)
+{
 	int h = hourly_index(m);
 
-	atomic_fetch_add_explicit(&counters[m], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&counters[m], n, memory_order_relaxed);
 	if (h >= 0) {
 		uint64_t hour = (uint64_t)time(NULL) / 3600;
 		unsigned slot = (unsigned)(hour % METRICS_HOURS);
@@ -43,7 +48,7 @@ void metrics_inc(enum metric m)
 			slot_hour[h][slot] = hour;
 			hourly[h][slot] = 0;
 		}
-		hourly[h][slot]++;
+		hourly[h][slot] += n;
 	}
 }
 

@@ -27,9 +27,14 @@
 	X(RETRIEVED, "pillarbox_messages_retrieved_total", "",                 \
 	  "Messages sent to a POP3 client (RETR)")                             \
 	X(DELIVERED, "pillarbox_messages_delivered_total", "",                 \
-	  "Messages delivered to another server")                              \
+	  "Outbound deliveries, per recipient: the next server took the "      \
+	  "message for it (Postfix's status=sent)")                            \
 	X(BOUNCED, "pillarbox_messages_bounced_total", "",                     \
-	  "Messages returned to their sender")                                 \
+	  "Recipients returned to their sender, per recipient: refused for "   \
+	  "good, expired, or bounced from the console (status=bounced)")       \
+	X(DEFERRED, "pillarbox_messages_deferred_total", "",                   \
+	  "Outbound attempts failed for now, per recipient and attempt "       \
+	  "(status=deferred)")                                                 \
 	X(REJ_UNKNOWN_USER, "pillarbox_messages_rejected_total",               \
 	  "reason=\"unknown-user\"", "Recipients or messages refused")         \
 	X(REJ_RELAY, "pillarbox_messages_rejected_total", "reason=\"relay\"",  \
@@ -57,8 +62,9 @@ enum metric {
 	    METRIC_COUNT
 };
 
-/* Adds one to m. */
+/* Adds one (n) to m. */
 void metrics_inc(enum metric m);
+void metrics_add(enum metric m, uint64_t n);
 uint64_t metrics_get(enum metric m);
 
 /* Every counter as Prometheus text (# HELP, # TYPE, samples), and the

@@ -48,7 +48,8 @@ struct dl_entry {
 	enum dl_state state;
 	char reply[CLIENT_REPLY_MAX]; /* the last reply or reason */
 	char remote[CLIENT_PEER_MAX]; /* who gave it; "" for ourselves */
-	struct dl_entry *hnext;	      /* in the in-flight table */
+	bool gone; /* removed from the queue meanwhile (found by the commit) */
+	struct dl_entry *hnext; /* in the in-flight table */
 };
 
 struct dl_job;
@@ -119,7 +120,6 @@ static struct {
 	char smarthost[CONFIG_STR_MAX]; /* its host part */
 	unsigned smarthost_port;
 	unsigned serial;
-	uint64_t delivered, bounced, deferred;
 	size_t live_msgs;
 } dl;
 
@@ -697,9 +697,71 @@ out:
 	return r < 0 ? r : local ? 0 : 1;
 }
 
+/* The entries of one message, copied out of a walk (the store must not
+ * change under a cursor). */
+struct dl_pick {
+	uint64_t id;
+	char **rcpts;
+	size_t n;
+	char *sender;
+	uint64_t arrival; /* the earliest of its entries */
+};
+
+static int dl_pick_one(const struct store_queue_entry *e, void *arg)
+{
+	struct dl_pick *p = arg;
+
+	p->rcpts = xrealloc(p->rcpts, (p->n + 1) * sizeof *p->rcpts);
+	p->rcpts[p->n++] = xstrdup(e->recipient);
+	if (p->sender == NULL) {
+		p->sender = xstrdup(e->sender);
+		p->arrival = e->arrival;
+	}
+	if (e->arrival < p->arrival)
+		p->arrival = e->arrival;
+	return 0;
+}
+
+int deliver_remove(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   bool bounce, size_t *n)
+{
+	struct dl_pick p = {.id = id};
+	struct dsn_rcpt *rcpts = NULL;
+	int r, queued = 0;
+
+	*n = 0;
+	r = store_queue_list_id(txn, id, dl_pick_one, &p);
+	if (r == 0 && p.n == 0)
+		r = -ENOENT;
+	if (r == 0 && bounce) {
+		rcpts = xcalloc(p.n, sizeof *rcpts);
+		for (size_t i = 0; i < p.n; i++)
+			rcpts[i] = (struct dsn_rcpt){p.rcpts[i], NULL,
+						     DELIVER_RETURNED};
+		r = queued = deliver_bounce(txn, cfg, id, p.sender,
+					    (time_t)p.arrival, rcpts, p.n);
+	}
+	for (size_t i = 0; r >= 0 && i < p.n; i++)
+		r = store_queue_del(txn, id, p.rcpts[i]);
+	if (r >= 0)
+		*n = p.n;
+	for (size_t i = 0; i < p.n; i++)
+		free(p.rcpts[i]);
+	free(p.rcpts);
+	free(p.sender);
+	free(rcpts);
+	return r < 0 ? r : queued;
+}
+
 /* Commit thread: records the attempt - removes what was delivered,
  * bounces and removes what failed, moves the rest to its next attempt.
- * The bounce is built first: the last removal may take the body. */
+ * The bounce is built first: the last removal may take the body.
+ *
+ * An entry may have gone while it was tried: `queue delete` or `bounce`
+ * (the CLI, in its own process, or the console) removed it. Whoever did
+ * has told the sender, or was not to: such an entry is neither bounced
+ * again nor moved to a next attempt (which would bring it back), and a
+ * message whose every entry went may have lost its body too. */
 static int dl_commit_run(struct store_txn *txn, void *arg)
 {
 	struct dl_msg *m = arg;
@@ -713,6 +775,16 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
+		x->gone = false; /* this run's finding (a job may run twice) */
+		if (x->state != DL_FAILED && !(x->state == DL_DEFERRED && old))
+			continue;
+		if ((r = store_queue_has(txn, m->id, x->recipient)) < 0)
+			return r;
+		if (r == 0) {
+			x->gone = true;
+			continue;
+		}
+		r = 0;
 		if (x->state == DL_FAILED) {
 			fails[nf++] = (struct dsn_rcpt){
 			    x->recipient, x->remote[0] ? x->remote : NULL,
@@ -735,8 +807,8 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
-		if (x->state == DL_TODO)
-			continue; /* never tried (the server stopped) */
+		if (x->state == DL_TODO || x->gone)
+			continue; /* untried (the server stopped), or gone */
 		if (x->state == DL_DEFERRED && !old)
 			r = store_queue_retry(
 			    txn, m->id, x->recipient,
@@ -744,8 +816,10 @@ static int dl_commit_run(struct store_txn *txn, void *arg)
 			    x->reply);
 		else
 			r = store_queue_del(txn, m->id, x->recipient);
-		if (r == -ENOENT) /* the CLI took it meanwhile */
+		if (r == -ENOENT) { /* removed meanwhile: it stays gone */
+			x->gone = true;
 			r = 0;
+		}
 	}
 	return r;
 }
@@ -766,7 +840,10 @@ static const char *dl_state_name(enum dl_state st, bool old)
 }
 
 /* Loop thread: the outcome is on disk (or not); one log line per
- * recipient, and the entries leave the in-flight table. */
+ * recipient, counted per recipient (as Postfix logs status=sent,
+ * bounced, deferred), and the entries leave the in-flight table. An
+ * entry removed meanwhile logs event=removed with what the peer said,
+ * unless the peer took it: then it was delivered all the same. */
 static void dl_commit_done(void *arg, int rc)
 {
 	struct dl_msg *m = arg;
@@ -776,29 +853,31 @@ static void dl_commit_done(void *arg, int rc)
 	for (size_t i = 0; i < m->n; i++) {
 		struct dl_entry *x = m->ents[i];
 		bool old = m->now >= x->e.arrival + d->bounce_after;
+		bool dropped = rc == 0 && x->gone && x->state != DL_DELIVERED;
 		if (x->state == DL_TODO)
 			continue;
 		/* A deferred entry has a new time: the timer must know it. */
 		rescan |= x->state == DL_DEFERRED;
 		log_msg(
-		    x->state == DL_DELIVERED ? LOG_INFO : LOG_WARN, "deliver",
+		    x->state == DL_DELIVERED || dropped ? LOG_INFO : LOG_WARN,
+		    "deliver",
 		    "event=%s id=%016" PRIx64 " from=<%s> to=<%s> "
 		    "relay=%s attempts=%" PRIu32 " delay=%llus reply=%s%s%s",
-		    dl_state_name(x->state, old), m->id, log_str(m->sender),
-		    log_str(x->recipient),
+		    dropped ? "removed" : dl_state_name(x->state, old), m->id,
+		    log_str(m->sender), log_str(x->recipient),
 		    x->remote[0] ? log_str(x->remote) : "none",
 		    x->e.attempts + 1,
 		    (unsigned long long)(m->now - x->e.arrival),
 		    log_str(x->reply), rc < 0 ? " commit-error=" : "",
 		    rc < 0 ? strerror(-rc) : "");
-		if (rc < 0)
+		if (rc < 0 || dropped)
 			continue;
 		if (x->state == DL_DELIVERED)
-			dl.delivered++;
+			metrics_inc(METRIC_DELIVERED);
 		else if (x->state == DL_FAILED || old)
-			dl.bounced++;
+			metrics_inc(METRIC_BOUNCED);
 		else
-			dl.deferred++;
+			metrics_inc(METRIC_DEFERRED);
 	}
 	if (rc < 0) {
 		/* Nothing was recorded: the entries are as they were, due.
@@ -1092,39 +1171,42 @@ void deliver_queued(uint64_t id)
 
 struct dl_flush_walk {
 	uint64_t id;
+	int found;
 };
 
 static int dl_flush_each(const struct store_queue_entry *e, void *arg)
 {
 	struct dl_flush_walk *w = arg;
 
-	if ((w->id == 0 || e->id == w->id) &&
-	    !dl_inflight(e->id, e->recipient)) {
+	w->found++;
+	if (!dl_inflight(e->id, e->recipient)) {
 		dl_flush_take(e->id, e->recipient); /* once in the set */
 		dl_flush_add(e->id, e->recipient);
 	}
 	return 0;
 }
 
-void deliver_flush(uint64_t id)
+int deliver_flush(uint64_t id)
 {
-	struct dl_flush_walk w = {id};
+	struct dl_flush_walk w = {id, 0};
 	struct store_txn *txn = NULL;
+	int r;
 
 	if (!dl.running || dl.stopping)
-		return;
-	if (store_txn_begin(dl.st, false, &txn) == 0) {
-		if (id != 0)
-			store_queue_list_id(txn, id, dl_flush_each, &w);
-		else
-			store_queue_list(txn, dl_flush_each, &w);
-	}
+		return -ESHUTDOWN;
+	r = store_txn_begin(dl.st, false, &txn);
+	if (r == 0)
+		r = id != 0 ? store_queue_list_id(txn, id, dl_flush_each, &w)
+			    : store_queue_list(txn, dl_flush_each, &w);
 	store_txn_abort(txn);
+	if (r < 0)
+		return r;
 	dl.hold_until_ms = 0;
 	if (id != 0)
 		deliver_queued(id);
 	else
 		deliver_wake();
+	return w.found;
 }
 
 void deliver_stop(void)
@@ -1154,11 +1236,4 @@ void deliver_cleanup(void)
 	dl_flush_clear();
 	explicit_bzero(dl.password, sizeof dl.password);
 	dl.running = false;
-}
-
-void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred)
-{
-	*delivered = dl.delivered;
-	*bounced = dl.bounced;
-	*deferred = dl.deferred;
 }

@@ -27,6 +27,8 @@
 #ifndef PILLARBOX_SMTP_DELIVER_H
 #define PILLARBOX_SMTP_DELIVER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -63,8 +65,11 @@ void deliver_wake(void);
 void deliver_queued(uint64_t id);
 
 /* Retries now what is queued (id 0: every entry; else that message's),
- * whatever its next attempt says. */
-void deliver_flush(uint64_t id);
+ * whatever its next attempt says; an entry under way now is left to its
+ * attempt. Returns how many entries of id (id 0: of the queue) it found,
+ * under way or not (0: id is not queued), -ESHUTDOWN once the runner
+ * stops, or <0 when the store cannot be read. */
+int deliver_flush(uint64_t id);
 
 /* The server stops: no new attempt; connections end (what they had
  * delivered is still committed), lookups are cancelled. */
@@ -72,9 +77,6 @@ void deliver_stop(void);
 
 /* Frees what is left, once the loop has stopped. */
 void deliver_cleanup(void);
-
-/* Figures: messages and recipients delivered so far. */
-void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
 
 /* Returns msg's failed recipients to its sender (arrival in seconds), inside a
  * write transaction (the commit thread's, or the CLI's): a bounce built by
@@ -87,5 +89,21 @@ void deliver_stats(uint64_t *delivered, uint64_t *bounced, uint64_t *deferred);
 int deliver_bounce(struct store_txn *txn, const struct config *cfg, uint64_t id,
 		   const char *sender, time_t arrival,
 		   const struct dsn_rcpt *rcpts, size_t n);
+
+/* What a bounce says of a recipient the postmaster returned. */
+#define DELIVER_RETURNED "550 5.0.0 returned by the postmaster"
+
+/* `queue delete ID` and `queue bounce ID`, from the CLI (its own write
+ * transaction) and the console (the commit thread's): removes every queue
+ * entry of message id; with bounce, first returns the message to its
+ * sender for all of them (deliver_bounce, DELIVER_RETURNED). *n: the
+ * entries removed. Returns 1 when a bounce was queued (wake the runner),
+ * 0 when done, -ENOENT when id is not queued, <0 on a store error.
+ *
+ * The runner may be trying the message meanwhile (in this process or
+ * another): the peer may still take it, and what the runner then records
+ * leaves the removed entries gone - no second bounce, no next attempt. */
+int deliver_remove(struct store_txn *txn, const struct config *cfg, uint64_t id,
+		   bool bounce, size_t *n);
 
 #endif

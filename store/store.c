@@ -1266,6 +1266,17 @@ int store_queue_del(struct store_txn *t, uint64_t id, const char *recipient)
 	return ref_change(t, id, -1);
 }
 
+int store_queue_has(struct store_txn *t, uint64_t id, const char *recipient)
+{
+	unsigned char kb[8 + STORE_ADDR_MAX];
+	MDB_val k;
+
+	if (!queue_name_ok(recipient, false))
+		return -EINVAL;
+	k = queue_key(id, recipient, kb);
+	return has(t, DB_QUEUE, &k);
+}
+
 /* The value after the two strings may hold u64 arrival (written by the
  * first retry: until then next_attempt, set when the entry was queued, is
  * its arrival). */

@@ -268,6 +268,10 @@ int store_queue_add(struct store_txn *txn, uint64_t id, const char *recipient,
 /* Removes an entry (delivered, or given up) and drops its reference; the
  * body goes with the last one. -ENOENT if absent. */
 int store_queue_del(struct store_txn *txn, uint64_t id, const char *recipient);
+/* 1 if recipient is queued for message id, 0 if not, <0 on error (the
+ * queue runner asks before it bounces: the CLI or the console may have
+ * removed the entry while it was being tried). */
+int store_queue_has(struct store_txn *txn, uint64_t id, const char *recipient);
 /* After a failed attempt: the entry is next due at next_attempt, with one
  * attempt more and last_error (cut to STORE_QUEUE_ERROR_MAX octets); its
  * reference stays. -ENOENT if absent (the CLI removed it meanwhile). */

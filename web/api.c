@@ -124,11 +124,14 @@ enum api_op_kind {
 	OP_ALIAS_DEL,
 	OP_DOMAIN_ADD,
 	OP_DOMAIN_DEL,
+	OP_QUEUE_DELETE,
+	OP_QUEUE_BOUNCE,
 };
 
 static const char *const op_events[] = {
-    "user-add",	  "user-del",  "user-passwd", "user-rename", "user-quota",
-    "user-admin", "alias-add", "alias-del",   "domain-add",  "domain-del",
+    "user-add",	  "user-del",	"user-passwd",	"user-rename",
+    "user-quota", "user-admin", "alias-add",	"alias-del",
+    "domain-add", "domain-del", "queue-delete", "queue-bounce",
 };
 
 struct api_op {
@@ -138,13 +141,16 @@ struct api_op {
 	/* Who asked, copied: the login may end while the job runs. */
 	char by[STORE_ADDR_MAX + 1];
 	char login_id[WEB_TOKEN_HEX + 1];
-	char a[STORE_ADDR_MAX + 1];   /* the user, alias or domain */
+	char a[STORE_ADDR_MAX + 1];   /* the user, alias, domain or queue id */
 	char b[STORE_ALIAS_MAX + 1];  /* new name, or alias targets */
 	char pass[AUTH_PASS_MAX + 1]; /* wiped once hashed */
 	char hash[STORE_HASH_MAX + 1];
 	uint64_t quota;
 	bool admin;
-	int hashed; /* auth_hash's result */
+	int hashed;	/* auth_hash's result */
+	uint64_t id;	/* a queued message */
+	size_t removed; /* its entries removed */
+	bool wake;	/* a bounce was queued: the runner looks now */
 };
 
 /* Commit thread: the change, inside the batch's nested transaction. */
@@ -185,6 +191,14 @@ static int api_op_run(struct store_txn *txn, void *arg)
 		return store_domain_add(txn, op->a);
 	case OP_DOMAIN_DEL:
 		return store_domain_del(txn, op->a);
+	case OP_QUEUE_DELETE:
+	case OP_QUEUE_BOUNCE:
+		/* srv and what it points at do not change once serving. */
+		r = op->w->srv->queue->remove(txn, op->w->srv->cfg, op->id,
+					      op->kind == OP_QUEUE_BOUNCE,
+					      &op->removed);
+		op->wake = r == 1;
+		return r < 0 ? r : 0;
 	}
 	return -EINVAL;
 }
@@ -204,6 +218,9 @@ static void api_op_error(struct web_conn *w, struct api_op *op, int rc)
 			web_error(w, 400,
 				  "the alias's domain must be local and every "
 				  "target an existing user");
+		else if (op->kind == OP_QUEUE_DELETE ||
+			 op->kind == OP_QUEUE_BOUNCE)
+			web_error(w, 404, "no such message in the queue");
 		else
 			web_error(w, 404, "no such entry");
 		break;
@@ -219,6 +236,13 @@ static void api_op_error(struct web_conn *w, struct api_op *op, int rc)
 	}
 }
 
+/* What a queue action did: {"id", "action", "recipients"}. */
+static json_t *api_queue_done(const char *id, const char *action, size_t n)
+{
+	return json_pack("{s:s, s:s, s:I}", "id", id, "action", action,
+			 "recipients", (json_int_t)n);
+}
+
 static void api_op_done(void *arg, int rc)
 {
 	struct api_op *op = arg;
@@ -230,6 +254,15 @@ static void api_op_done(void *arg, int rc)
 		rc == 0 ? "ok" : strerror(-rc));
 	if (rc < 0) {
 		api_op_error(w, op, rc);
+	} else if (op->kind == OP_QUEUE_DELETE || op->kind == OP_QUEUE_BOUNCE) {
+		bool bounce = op->kind == OP_QUEUE_BOUNCE;
+		if (bounce)
+			metrics_add(METRIC_BOUNCED, op->removed);
+		if (op->wake)
+			w->srv->queue->wake();
+		web_json(w, 200,
+			 api_queue_done(op->a, bounce ? "bounce" : "delete",
+					op->removed));
 	} else {
 		/* A login outlives no change to its account's name or
 		 * password, but the admin's own one (it just proved it). */
@@ -683,18 +716,80 @@ void api_queue(struct web_conn *w)
 		json_decref(arr);
 		return;
 	}
-	/* Actions wait for outbound delivery (it owns retries and DSNs). */
-	web_json(w, 200, json_pack("{s:o, s:b}", "queue", arr, "actions", 0));
+	web_json(w, 200, json_pack("{s:o}", "queue", arr));
 }
 
-void api_queue_action(struct web_conn *w)
+/* The path's message id, as the queue shows it: 1 to 16 hex digits, not
+ * 0 (no message has it). 0 once the client has its 400. */
+static uint64_t api_queue_id(struct web_conn *w)
 {
 	size_t n = strspn(w->param, "0123456789abcdefABCDEF");
+	uint64_t id = 0;
 
-	if (n == 0 || n > 16 || w->param[n] != '\0')
-		web_error(w, 400, "queue id: want up to 16 hex digits");
+	if (n > 0 && n <= 16 && w->param[n] == '\0')
+		id = strtoull(w->param, NULL, 16);
+	if (id == 0)
+		web_error(w, 400, "queue id: want 1 to 16 hex digits, not 0");
+	return id;
+}
+
+/* POST /api/queue/ID/retry: on the loop, like `pillarbox queue flush
+ * ID` (deliver_flush): nothing is written, the runner just looks now. */
+void api_queue_retry(struct web_conn *w)
+{
+	uint64_t id = api_queue_id(w);
+	char text[20];
+	int n;
+
+	if (id == 0)
+		return;
+	snprintf(text, sizeof text, "%016" PRIx64, id);
+	n = w->srv->queue->flush(id);
+	log_msg(n > 0 ? LOG_INFO : LOG_WARN, "web",
+		"sid=%s event=queue-retry by=%s name=%s result=%s",
+		conn_sid(w->c), log_str(w->login->user), text,
+		n > 0 ? "ok" : strerror(n == 0 ? ENOENT : -n));
+	if (n == 0)
+		web_error(w, 404, "no such message in the queue");
+	else if (n < 0)
+		web_error(w, 503, "cannot read the queue now, try again");
 	else
-		web_error(w, 501, "not yet: outbound delivery is not built in");
+		web_json(w, 200, api_queue_done(text, "retry", (size_t)n));
+}
+
+/* DELETE /api/queue/ID and POST /api/queue/ID/bounce: a job for the
+ * commit thread (deliver_remove, which `pillarbox queue delete|bounce`
+ * runs too). */
+static void api_queue_remove(struct web_conn *w, enum api_op_kind kind)
+{
+	uint64_t id = api_queue_id(w);
+	char text[20];
+	struct api_op *op;
+
+	if (id == 0)
+		return;
+	snprintf(text, sizeof text, "%016" PRIx64, id);
+	op = api_op_new(w, kind, text);
+	op->id = id;
+	api_op_start(op, NULL);
+}
+
+void api_queue_bounce(struct web_conn *w)
+{
+	api_queue_remove(w, OP_QUEUE_BOUNCE);
+}
+
+void api_queue_delete(struct web_conn *w)
+{
+	api_queue_remove(w, OP_QUEUE_DELETE);
+}
+
+/* POST /api/queue/ID/ANYTHING-ELSE. */
+void api_queue_unknown(struct web_conn *w)
+{
+	web_error(w, 400,
+		  "no such action: want POST /api/queue/ID/retry or "
+		  "/api/queue/ID/bounce, or DELETE /api/queue/ID");
 }
 
 static void api_log_each(const char *line, void *arg)

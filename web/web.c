@@ -40,9 +40,11 @@ static void web_logout(struct web_conn *w);
 static void web_session_get(struct web_conn *w);
 
 /* The routes: method, path ("*" is one segment, handed to the handler
- * decoded in w->param), who may call it, its body, its handler. Every
- * request that is not GET or HEAD needs the login's CSRF token, except
- * the login itself. Adding a route is adding a row. */
+ * decoded in w->param; of two, the last), who may call it, its body, its
+ * handler. The first row that matches answers, so a catch-all stands
+ * below the rows it catches for. Every request that is not GET or HEAD
+ * needs the login's CSRF token, except the login itself. Adding a route
+ * is adding a row. */
 #define WEB_ROUTES(X)                                                          \
 	X(GET, "/healthz", R_ANYONE, B_NONE, web_healthz)                      \
 	X(GET, "/metrics", R_ANYONE, B_NONE, web_metrics)                      \
@@ -68,9 +70,10 @@ static void web_session_get(struct web_conn *w);
 	X(DELETE, "/api/domains/*", R_ADMIN, B_NONE, api_domain_del)           \
 	X(GET, "/api/grants", R_ADMIN, B_NONE, api_grants)                     \
 	X(GET, "/api/queue", R_ADMIN, B_NONE, api_queue)                       \
-	X(POST, "/api/queue/*/retry", R_ADMIN, B_NONE, api_queue_action)       \
-	X(POST, "/api/queue/*/bounce", R_ADMIN, B_NONE, api_queue_action)      \
-	X(DELETE, "/api/queue/*", R_ADMIN, B_NONE, api_queue_action)           \
+	X(POST, "/api/queue/*/retry", R_ADMIN, B_NONE, api_queue_retry)        \
+	X(POST, "/api/queue/*/bounce", R_ADMIN, B_NONE, api_queue_bounce)      \
+	X(POST, "/api/queue/*/*", R_ADMIN, B_NONE, api_queue_unknown)          \
+	X(DELETE, "/api/queue/*", R_ADMIN, B_NONE, api_queue_delete)           \
 	X(GET, "/api/log", R_ADMIN, B_NONE, api_log)                           \
 	X(GET, "/api/dns", R_ADMIN, B_NONE, api_dns)                           \
 	X(GET, "/api/dns/check", R_ADMIN, B_NONE, api_dns_check)
@@ -781,7 +784,8 @@ static void web_tap(const char *line, size_t len, void *arg)
 }
 
 void web_server_init(struct web_server *srv, const struct config *cfg,
-		     struct store *st, const char *version)
+		     struct store *st, const char *version,
+		     const struct web_queue_hooks *queue)
 {
 	static const char busy[] =
 	    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
@@ -790,6 +794,7 @@ void web_server_init(struct web_server *srv, const struct config *cfg,
 	memset(srv, 0, sizeof *srv);
 	srv->cfg = cfg;
 	srv->st = st;
+	srv->queue = queue;
 	srv->version = version;
 	srv->started = time(NULL);
 	snprintf(srv->busy_reply, sizeof srv->busy_reply, "%s", busy);

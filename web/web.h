@@ -33,9 +33,27 @@ struct web_login;
 struct web_dns_check;
 struct logring;
 
+/* What the console's queue page asks of outbound delivery, whose header
+ * web/ may not include (smtp/ and web/ stand side by side): app/main.c
+ * hands over smtp/deliver.h's functions, whose contracts these are. */
+struct web_queue_hooks {
+	/* Loop thread: retry message id now (deliver_flush): its entries
+	 * found, 0 when it is not queued, <0 when that cannot be told now. */
+	int (*flush)(uint64_t id);
+	/* Commit thread, inside its write transaction: remove every entry
+	 * of message id, returned to its sender first with bounce
+	 * (deliver_remove): *n entries; 1 when a bounce was queued (call
+	 * wake), 0, -ENOENT when id is not queued, <0 on a store error. */
+	int (*remove)(struct store_txn *txn, const struct config *cfg,
+		      uint64_t id, bool bounce, size_t *n);
+	/* Loop thread: look at the queue now (a bounce waits in it). */
+	void (*wake)(void);
+};
+
 struct web_server {
 	const struct config *cfg;
 	struct store *st;
+	const struct web_queue_hooks *queue;
 	const char *version;
 	time_t started;
 	char busy_reply[160], full_reply[160];
@@ -51,9 +69,10 @@ struct web_server {
 extern const struct conn_proto web_proto;
 
 /* Prepares srv (ctx of the listener) and starts keeping the last
- * WEB_LOG_LINES log lines (log_tap). */
+ * WEB_LOG_LINES log lines (log_tap). queue (kept) must outlive srv. */
 void web_server_init(struct web_server *srv, const struct config *cfg,
-		     struct store *st, const char *version);
+		     struct store *st, const char *version,
+		     const struct web_queue_hooks *queue);
 /* The server stops (call before conn_shutdown): what waits on a DNS check
  * is answered now (503), not when its lookups end. */
 void web_server_stop(struct web_server *srv);

@@ -91,7 +91,10 @@ size_t web_logins_count(struct web_server *srv);
 	X(api_domain_del)                                                      \
 	X(api_grants)                                                          \
 	X(api_queue)                                                           \
-	X(api_queue_action)                                                    \
+	X(api_queue_retry)                                                     \
+	X(api_queue_bounce)                                                    \
+	X(api_queue_delete)                                                    \
+	X(api_queue_unknown)                                                   \
 	X(api_log)                                                             \
 	X(api_dns)                                                             \
 	X(api_dns_check)                                                       \

@@ -1,7 +1,8 @@
 // End to end in a real browser: Debian's chromium, driven by playwright-core.
 // tests/integration/test_web_browser.py starts the server and runs this
 // with PB_URL (the console), PB_SMTP (host:port), PB_ADMIN / PB_PASSWORD,
-// and PB_SHOTS (where the screenshots go).
+// and PB_SHOTS (where the screenshots go). The server relays for loopback
+// and holds its queue (max_concurrent = 0), so relayed mail waits there.
 "use strict";
 const { test } = require("node:test");
 const assert = require("node:assert");
@@ -15,14 +16,14 @@ const [SMTP_HOST, SMTP_PORT] = (process.env.PB_SMTP || "").split(":");
 const SHOTS = process.env.PB_SHOTS || path.join(__dirname, "shots");
 const USER = "e2e-user@localhost";
 
-function sendMail(to) {
+function sendMail(...to) {
   // smtplib, as a mail client would send it
   execFileSync("python3", ["-c", `
 import smtplib, sys
 with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=10) as s:
-    s.sendmail("someone@example.org", [sys.argv[3]],
+    s.sendmail("someone@example.org", sys.argv[3:],
                b"Subject: from the browser test\\r\\n\\r\\nhello\\r\\n")
-`, SMTP_HOST, SMTP_PORT, to]);
+`, SMTP_HOST, SMTP_PORT, ...to]);
 }
 
 test("log in, add a user, see mail arrive, delete the user", async () => {
@@ -116,11 +117,37 @@ test("log in, add a user, see mail arrive, delete the user", async () => {
     await page.waitForFunction(() => !document.querySelector('button[data-domain="example.org"]').disabled);
     assert.strictEqual(await spf.textContent(), "differs: found v=spf1 a mx -all");
 
+    // relayed mail waits in the queue: a row per recipient, the actions
+    // once per message; bounce one, delete the other
+    sendMail("far@remote.test", "away@remote.test");
+    sendMail("later@remote.test");
+    await page.click('#nav a[href="#/queue"]');
+    const msgs = page.locator("tr[data-id] td.actions");
+    await msgs.nth(1).waitFor();
+    assert.strictEqual(await page.locator("tr[data-id]").count(), 3);
+    assert.strictEqual(await msgs.count(), 2);
+    assert.strictEqual(await msgs.first().getAttribute("rowspan"), "2");
+    await page.screenshot({ path: path.join(SHOTS, "6-queue.png"), fullPage: true });
+    await msgs.first().locator('button[data-action="retry"]').click();
+    await page.waitForSelector(".flash.ok");
+    assert.match(await page.textContent(".flash.ok"), /^Retrying [0-9a-f]{16} now \(2 recipients\)$/);
+    page.once("dialog", (d) => d.accept());
+    await msgs.first().locator('button[data-action="bounce"]').click();
+    await page.waitForFunction(() => document.querySelectorAll("tr[data-id]").length === 1);
+    assert.match(await page.textContent(".flash.ok"), /^Bounced [0-9a-f]{16} \(2 recipients\)$/);
+    page.once("dialog", (d) => d.dismiss()); // a second thought: it stays
+    await msgs.first().locator('button[data-action="delete"]').click();
+    assert.strictEqual(await page.locator("tr[data-id]").count(), 1);
+    page.once("dialog", (d) => d.accept());
+    await msgs.first().locator('button[data-action="delete"]').click();
+    await page.waitForSelector("text=The queue is empty.");
+    assert.match(await page.textContent(".flash.ok"), /^Deleted [0-9a-f]{16} \(1 recipient\)$/);
+
     // on a phone
     await page.setViewportSize({ width: 375, height: 740 });
     await page.click('#nav a[href="#/dashboard"]');
     await page.waitForSelector("#stat-accepted");
-    await page.screenshot({ path: path.join(SHOTS, "6-phone.png"), fullPage: true });
+    await page.screenshot({ path: path.join(SHOTS, "7-phone.png"), fullPage: true });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
     assert.ok(!overflow, "no sideways scrolling on a phone");
 

@@ -438,6 +438,10 @@ def test_queue_cli(make_server, dns, mx_port):
     assert r.returncode == 1
     r = s.cli("queue", "flush", "zz", check=False)
     assert r.returncode == 1 and "bad message id" in r.stderr
+    r = s.cli("queue", "flush", ids[0], check=False)  # deleted above
+    assert r.returncode == 1
+    assert r.stderr == "pillarbox: queue flush: no such message in the " \
+        "queue\n", r.stderr
 
 
 # ------------------------------------------------------------ real Postfix

@@ -25,11 +25,14 @@ def test_console_in_chromium(make_server):
                                       "playwright-core")):
         pytest.skip("playwright-core is not installed (npm ci in tests/e2e)")
     # The DNS page asks this: example.org's MX as published, its SPF
-    # record changed, nothing else.
+    # record changed, nothing else. Relayed mail waits in a held queue
+    # (max_concurrent 0) for the queue page.
     zone = ZoneServer()
     zone.zone("example.org. 60 IN MX 10 mx.test.\n"
               "example.org. 60 IN TXT \"v=spf1 a mx -all\"")
-    s = make_server(users=(), extra={"delivery": {"resolver": zone.address}})
+    s = make_server(users=(), extra={
+        "smtp": {"relay_networks": "127.0.0.0/8"},
+        "delivery": {"resolver": zone.address, "max_concurrent": "0"}})
     s.cli("user", "add", "--admin", "admin@localhost", stdin="secret\n")
     host, port = s.addr("web")
     env = dict(os.environ,

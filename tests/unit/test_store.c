@@ -1120,7 +1120,12 @@ static void test_queue(void **state)
 	/* The body goes with the last reference, mailbox or queue. */
 	t = wtxn(fx->st);
 	assert_int_equal(store_mailbox_del(t, "alice@x.test", 1, id), 0);
+	assert_int_equal(store_queue_has(t, id, "Bob@Remote.test"), 1);
+	assert_int_equal(store_queue_has(t, id, "bob@remote.test"), 0);
+	assert_int_equal(store_queue_has(t, id + 1, "Bob@Remote.test"), 0);
 	assert_int_equal(store_queue_del(t, id, "Bob@Remote.test"), 0);
+	assert_int_equal(store_queue_has(t, id, "Bob@Remote.test"), 0);
+	assert_int_equal(store_queue_has(t, id, ""), -EINVAL);
 	assert_int_equal(store_queue_del(t, id, "Bob@Remote.test"), -ENOENT);
 	assert_int_equal(store_queue_del(t, id, "\"a b\"@remote.test"), 0);
 	assert_int_equal(store_txn_commit(t), 0);

@@ -148,6 +148,7 @@ const pages = {
         card("Accepted", t.accepted, "stat-accepted"),
         card("Retrieved", t.retrieved, "stat-retrieved"),
         card("Delivered", t.delivered, "stat-delivered"),
+        card("Bounced", t.bounced, "stat-bounced"),
         card("Rejected", t.rejected, "stat-rejected"),
         card("Failed logins", t.auth_failures, "stat-auth-failures"),
         card("Queue", st.queue, "stat-queue"),
@@ -255,18 +256,46 @@ const pages = {
   },
 
   async queue() {
-    const { queue, actions } = await api("GET", "/api/queue");
+    const { queue } = await api("GET", "/api/queue");
     const box = el("div");
-    const act = (q, label, method, suffix) => el("button", { type: "button", on: { click: () =>
-      change(box, label + " done", () => api(method, "/api/queue/" + q.id + suffix)) } }, label);
+    // A message's entries are neighbours (the queue is kept by id): one
+    // row per recipient, the message's id, sender and actions once.
+    const msgs = [];
+    for (const q of queue) {
+      const last = msgs[msgs.length - 1];
+      if (last && last.id === q.id) last.rcpts.push(q);
+      else msgs.push({ id: q.id, sender: q.sender, rcpts: [q] });
+    }
+    const count = (m) => m.rcpts.length + (m.rcpts.length === 1 ? " recipient" : " recipients");
+    const act = (label, cls, fn) => el("button", { type: "button", class: cls,
+      "data-action": label.toLowerCase(), on: { click: fn } }, label);
+    const actions = (m) => {
+      const path = "/api/queue/" + m.id;
+      return [
+        act("Retry", null, () => change(box, "Retrying " + m.id + " now (" + count(m) + ")",
+          () => api("POST", path + "/retry"))),
+        act("Bounce", null, () => {
+          if (confirm("Return message " + m.id + " (" + count(m) + ") to " +
+              (m.sender ? m.sender : "its sender - it has none (<>), so it is just dropped") + "? It will not be sent."))
+            change(box, "Bounced " + m.id + " (" + count(m) + ")", () => api("POST", path + "/bounce"));
+        }),
+        act("Delete", "danger", () => {
+          if (confirm("Delete message " + m.id + " (" + count(m) + ")? It will not be sent, and nobody is told."))
+            change(box, "Deleted " + m.id + " (" + count(m) + ")", () => api("DELETE", path));
+        })];
+    };
     page("Outbound queue", box,
-      actions ? null : el("p", { class: "note" }, "Retry, bounce and delete come with outbound delivery."),
       queue.length === 0 ? el("p", {}, "The queue is empty.") :
-        table(["Id", "From", "To", "Attempts", "Next attempt", "Last error", ""], queue.map((q) =>
-          el("tr", {}, el("td", { class: "mono" }, q.id), el("td", {}, q.sender), el("td", {}, q.recipient),
-            el("td", {}, q.attempts), el("td", {}, q.next_attempt), el("td", {}, q.last_error),
-            el("td", { class: "actions" }, act(q, "Retry", "POST", "/retry"), act(q, "Bounce", "POST", "/bounce"),
-              act(q, "Delete", "DELETE", ""))))));
+        table(["Id", "From", "To", "Attempts", "Next attempt", "Last error", ""], msgs.flatMap((m) =>
+          m.rcpts.map((q, i) => {
+            const span = { rowspan: m.rcpts.length };
+            return el("tr", { "data-id": m.id },
+              i ? null : el("td", { class: "mono", ...span }, m.id),
+              i ? null : el("td", span, m.sender || "<>"),
+              el("td", {}, q.recipient), el("td", {}, q.attempts), el("td", {}, q.next_attempt),
+              el("td", {}, q.last_error),
+              i ? null : el("td", { class: "actions", ...span }, actions(m)));
+          }))));
   },
 
   async grants() {
