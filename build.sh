@@ -11,11 +11,13 @@ cd "$(dirname "$0")"
 
 # Debian packages: the libraries, the compiler, and the real clients the
 # tests drive (pytest with smtplib/poplib/ssl, swaks with its TLS module,
-# msmtp, fetchmail, openssl to make and read test certificates).
+# msmtp, fetchmail, mpop, getmail6, openssl to make and read test
+# certificates).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
 	libhttp-parser-dev libjansson-dev xxd
-	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail openssl
+	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail mpop getmail6
+	openssl
 	fail2ban strace mount python3-dnslib python3-aiosmtpd postfix)
 # The web console's browser test: Debian's chromium, driven by the
 # playwright-core pinned in tests/e2e/package-lock.json (npm ci). Only
