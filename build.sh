@@ -5,6 +5,9 @@
 #   ./build.sh run      ... then start it on the built-in defaults
 #   ./build.sh test     ... build everything and run every test
 #   ./build.sh bench    ... print the figures (see tests/bench/bench.sh)
+#   ./build.sh testssl  ... audit the TLS setup with testssl.sh (slow, a few
+#                       minutes; installs testssl.sh; offline, in a network
+#                       namespace with only loopback: tests/tls-audit.sh)
 #   ./build.sh clean
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -111,11 +114,18 @@ bench)
 	bash tests/bench/web.sh || rc=$?
 	exit $rc
 	;;
+testssl)
+	# only this step needs them: testssl.sh, and ip to bring up the
+	# namespace's loopback
+	deps testssl.sh iproute2
+	make -j"$jobs" build/pillarbox
+	bash tests/tls-audit.sh
+	;;
 clean)
 	make clean
 	;;
 *)
-	echo "usage: ./build.sh [build|run|test|bench|clean]" >&2
+	echo "usage: ./build.sh [build|run|test|bench|testssl|clean]" >&2
 	exit 2
 	;;
 esac
