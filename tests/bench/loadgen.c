@@ -7,7 +7,7 @@
  *     Recipients cycle over u1..uN@RCPTDOMAIN (default localhost; another
  *     domain makes every message relayed, for a client allowed to relay).
  *     Only 250 after the body counts.
- *   loadgen smtp-starttls HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS [RCPTDOMAIN]
+ *   loadgen smtp-starttls (the arguments of smtp)
  *     the same, each session beginning EHLO, STARTTLS, EHLO (RFC 3207)
  *     and sending every message over that TLS.
  *   loadgen fill HOST PORT NUSERS PERUSER MSGSIZE
@@ -51,7 +51,8 @@
 #define IDLE_PENDING 64	  /* idle mode: sessions connecting at once */
 #define MAX_ERRMSG   20	  /* error lines printed before going quiet */
 #define MAX_RETRIES  1000 /* fill: sessions restarted after a 4xx reply */
-#define TLS_NAME     "mx.test" /* SNI; the name is not checked */
+
+#define TLS_NAME "mx.test" /* SNI; the name is not checked */
 
 /* clang-format off */
 enum mode { M_SMTP, M_FILL, M_POP3, M_IDLE };
@@ -308,8 +309,7 @@ static int tls_pump(conn *c, int in)
 		}
 		if (st & BR_SSL_SENDREC) {
 			b = br_ssl_engine_sendrec_buf(e, &n);
-			grow_add(&t->w, &t->wlen, &t->wcap, sizeof(wreq), b,
-				 n);
+			grow_add(&t->w, &t->wlen, &t->wcap, sizeof(wreq), b, n);
 			br_ssl_engine_sendrec_ack(e, n);
 		} else if (in && (st & BR_SSL_RECVAPP)) {
 			b = br_ssl_engine_recvapp_buf(e, &n);
@@ -763,9 +763,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 	(void)suggested;
 	if (c->tls) { /* ciphertext, for the engine */
-		*buf = uv_buf_init(c->tls->cin + c->tls->cinlen,
-				   (unsigned)(sizeof c->tls->cin -
-					      c->tls->cinlen));
+		*buf = uv_buf_init(
+		    c->tls->cin + c->tls->cinlen,
+		    (unsigned)(sizeof c->tls->cin - c->tls->cinlen));
 		return;
 	}
 	if (c->cap - c->len < G.chunk) {
