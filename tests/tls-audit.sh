@@ -69,7 +69,7 @@ EOF
 "$BIN" serve -c "$W/pb.conf" >"$W/server.log" 2>&1 &
 SPID=$!
 for _ in $(seq 100); do
-	grep -q 'event=ready' "$W/server.log" && break
+	grep -qs 'event=ready' "$W/server.log" && break
 	kill -0 "$SPID" 2>/dev/null || break
 	sleep 0.1
 done
