@@ -45,7 +45,7 @@ build/web_ui.c: web/ui/embed.sh $(UI) | build
 	sh web/ui/embed.sh $@ $(UI)
 
 build/loadgen: tests/bench/loadgen.c | build
-	$(CC) $(WARN) -O2 -o $@ $< $(shell pkg-config --libs libuv)
+	$(CC) $(WARN) -O2 -o $@ $< $(shell pkg-config --libs libuv) -lbearssl
 
 build/syncrate: tests/bench/syncrate.c | build
 	$(CC) $(WARN) -O2 -o $@ $<

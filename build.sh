@@ -5,17 +5,22 @@
 #   ./build.sh run      ... then start it on the built-in defaults
 #   ./build.sh test     ... build everything and run every test
 #   ./build.sh bench    ... print the figures (see tests/bench/bench.sh)
+#   ./build.sh testssl  ... audit the TLS setup with testssl.sh (slow, a few
+#                       minutes; installs testssl.sh; offline, in a network
+#                       namespace with only loopback: tests/tls-audit.sh)
 #   ./build.sh clean
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: the libraries, the compiler, and the real clients the
 # tests drive (pytest with smtplib/poplib/ssl, swaks with its TLS module,
-# msmtp, fetchmail, openssl to make and read test certificates).
+# msmtp, fetchmail, mpop, getmail6, openssl to make and read test
+# certificates).
 DEBS=(gcc make pkg-config libc6-dev libuv1-dev libbearssl-dev liblmdb-dev
 	libc-ares-dev libidn2-dev libinih-dev libcrypt-dev libcmocka-dev lmdb-utils
 	libhttp-parser-dev libjansson-dev xxd
-	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail openssl
+	python3 python3-pytest swaks libnet-ssleay-perl msmtp fetchmail mpop getmail6
+	openssl
 	fail2ban strace mount python3-dnslib python3-aiosmtpd postfix)
 # The web console's browser test: Debian's chromium, driven by the
 # playwright-core pinned in tests/e2e/package-lock.json (npm ci). Only
@@ -109,11 +114,18 @@ bench)
 	bash tests/bench/web.sh || rc=$?
 	exit $rc
 	;;
+testssl)
+	# only this step needs them: testssl.sh, and ip to bring up the
+	# namespace's loopback
+	deps testssl.sh iproute2
+	make -j"$jobs" build/pillarbox
+	bash tests/tls-audit.sh
+	;;
 clean)
 	make clean
 	;;
 *)
-	echo "usage: ./build.sh [build|run|test|bench|clean]" >&2
+	echo "usage: ./build.sh [build|run|test|bench|testssl|clean]" >&2
 	exit 2
 	;;
 esac

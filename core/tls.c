@@ -56,6 +56,11 @@ static struct {
 } files;
 
 static struct tls_creds *creds; /* what new server engines get */
+/* Every server engine's session cache: static, TLS_SESSION_CACHE octets
+ * whether used or not, nothing per connection. Only the loop thread makes
+ * handshakes, so it needs no lock. */
+static br_ssl_session_cache_lru session_cache;
+static unsigned char session_store[TLS_SESSION_CACHE];
 static char trust_file[CONFIG_STR_MAX] = TLS_TRUST_FILE;
 static br_x509_trust_anchor *anchors;
 static size_t nanchors;
@@ -513,6 +518,15 @@ static const char *key_type_name(const struct tls_creds *c)
 	return "ec";
 }
 
+/* Empties the session cache: the entries' master secrets wiped, the LRU
+ * started over (it draws a new index key at its next use). */
+static void sessions_forget(void)
+{
+	explicit_bzero(session_store, sizeof session_store);
+	br_ssl_session_cache_lru_init(&session_cache, session_store,
+				      sizeof session_store);
+}
+
 int tls_setup(const struct config *cfg)
 {
 	const struct config_path *cert = &cfg->tls.cert, *key = &cfg->tls.key;
@@ -566,6 +580,7 @@ int tls_setup(const struct config *cfg)
 			line > 0 && files.conf[0] ? line : 0, err);
 		return -1;
 	}
+	sessions_forget();
 	log_msg(LOG_INFO, "core",
 		"event=tls-ready cert=%s key=%s key_type=%s chain=%zu aes=%s",
 		files.cert, files.key, key_type_name(creds), creds->chain_len,
@@ -590,6 +605,7 @@ int tls_reload(void)
 	}
 	creds_unref(creds);
 	creds = c;
+	sessions_forget(); /* a resumed session would skip the new pair */
 	log_msg(LOG_INFO, "core", "event=tls-reload cert=%s key_type=%s",
 		files.cert, key_type_name(c));
 	return 0;
@@ -618,6 +634,7 @@ void tls_cleanup(void)
 	creds_unref(creds);
 	creds = NULL;
 	anchors_free();
+	sessions_forget();
 }
 
 void tls_set_trust_file(const char *path)
@@ -794,6 +811,7 @@ struct tls *tls_server_new(void)
 					     &creds->rsa, BR_KEYTYPE_SIGN,
 					     br_rsa_private_get_default(),
 					     br_rsa_pkcs1_sign_get_default());
+	br_ssl_server_set_cache(sc, &session_cache.vtable);
 	br_ssl_engine_set_buffers_bidi(&sc->eng, t->ibuf, sizeof t->ibuf,
 				       t->obuf, sizeof t->obuf);
 	if (!br_ssl_server_reset(sc)) {

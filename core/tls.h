@@ -35,6 +35,11 @@
 #define TLS_SELFSIGNED_KEY  "selfsigned-key.pem"
 #define TLS_SELFSIGNED_DAYS 3650
 #define TLS_FILE_MAX	    (1u << 20) /* a PEM file larger is refused */
+/* The server's session cache (RFC 5246 7.4.1.2 session IDs; BearSSL has
+ * no tickets): one LRU for every listener, 100 octets an entry, so 32 KiB
+ * keeps the last 327 sessions - an office's clients many times over. A
+ * client that resumes skips the ECDHE and the signature. */
+#define TLS_SESSION_CACHE (32u << 10)
 
 /* One connection's engine and its buffers. */
 struct tls;
@@ -48,12 +53,14 @@ struct tls;
 int tls_setup(const struct config *cfg);
 
 /* Reads the same files again (SIGHUP): handshakes begun from now on use
- * them; connections already made keep what they began with. On error logs
- * event=tls-reload-failed, keeps the old credentials and returns -1. */
+ * them, and the session cache is emptied, so no session made with the old
+ * pair resumes; connections already made keep what they began with. On
+ * error logs event=tls-reload-failed, keeps the old credentials (and the
+ * cache) and returns -1. */
 int tls_reload(void);
 
-/* Frees the credentials and the trust anchors. Every engine must be freed
- * first. */
+/* Frees the credentials and the trust anchors and wipes the session cache
+ * (it holds master secrets). Every engine must be freed first. */
 void tls_cleanup(void);
 
 /* The PEM bundle verified outbound connections trust (default
@@ -61,8 +68,9 @@ void tls_cleanup(void);
  * verified connection may exist when it is called. */
 void tls_set_trust_file(const char *path);
 
-/* A server engine with the current credentials, reset and waiting for a
- * ClientHello; NULL when tls_setup() has not succeeded. */
+/* A server engine with the current credentials and the shared session
+ * cache, reset and waiting for a ClientHello; NULL when tls_setup() has
+ * not succeeded. */
 struct tls *tls_server_new(void);
 
 /* A client engine for server_name (sent as SNI; may be NULL when !verify)

@@ -16,8 +16,10 @@
 #   4. stripped binary size, RSS at rest after event=ready
 #   5. POP3 retrieval (16 clients x own mailbox, 4 KiB and 1 MiB messages),
 #      pillarbox and Dovecot side by side
-#   6. TLS: full handshakes per server CPU-second, RSS per idle TLS
-#      connection (tests/bench/tls_bench.py)
+#   6. TLS: full and resumed handshakes per server CPU-second, RSS per idle
+#      TLS connection (tests/bench/tls_bench.py); SMTP accept over STARTTLS at
+#      16 sessions over plaintext in the same rounds; POP3 RETR over pop3s
+#      and in clear from the same store (MiB/s)
 #   7. outbound delivery to a local sink (tests/bench/outbound.py): 4 KiB
 #      messages/s at max_concurrent 1, 4, 20 (Postfix's smtp-sink), and the
 #      time from the submission's 250 to the sink's 250 with an idle queue
@@ -33,6 +35,8 @@
 #   BENCH_ROUNDS_RELAY rounds of the relay figure, each an MX and a relay
 #                   run (default 3)
 #   BENCH_REPEAT    POP3 retrieval runs per server, best kept (default 3)
+#   BENCH_ROUNDS_TLS rounds of the STARTTLS figure, each a plaintext and a
+#                   STARTTLS run (default 3)
 #   BENCH_DIR       parent of the work dir (default $TMPDIR or /tmp)
 #   BENCH_KEEP=1    keep the work dir (logs) afterwards
 #   BENCH_DOVECOT=0 skip the Dovecot comparison
@@ -98,6 +102,7 @@ target() {
 }
 first_err() { sed -n '1s/^loadgen: //p' "$1"; } # FILE: first error line
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null; } # PID: user+system
 bg() { "$@" & PIDS+=($!); } # run in the background, remembered for cleanup
 forget() { local k; for k in "${!PIDS[@]}"; do [ "${PIDS[$k]}" = "$1" ] && unset "PIDS[$k]"; done; }
 
@@ -121,7 +126,7 @@ max_connections_per_ip = 5000
 ${PB_SMTP_EXTRA:-}
 [pop3]
 listen = 127.0.0.1:0
-pop3s =
+pop3s = ${PB_POP3S:-}
 login_delay = 0
 # the relay figure's POP3 logins come from 127.0.0.x, not the server's own
 # address, in plaintext (TLS costs are section 6's)
@@ -144,7 +149,7 @@ pb_template() {
 		2>>"$W/template/cli.log"
 }
 
-SPID= SMTP_PORT= POP3_PORT= SDIR=
+SPID= SMTP_PORT= POP3_PORT= POP3S_PORT= SDIR=
 pb_start() { # DIR: fresh server from the template; sets SPID and ports
 	local i
 	SDIR=$1
@@ -165,6 +170,7 @@ pb_start() { # DIR: fresh server from the template; sets SPID and ports
 	fi
 	SMTP_PORT=$(sed -n 's/.*event=listening proto=smtp addr=[^ ]*:\([0-9]*\).*/\1/p' "$SDIR/server.log" | tail -n 1)
 	POP3_PORT=$(sed -n 's/.*event=listening proto=pop3 addr=[^ ]*:\([0-9]*\).*/\1/p' "$SDIR/server.log" | tail -n 1)
+	POP3S_PORT=$(sed -n 's/.*event=listening proto=pop3s addr=[^ ]*:\([0-9]*\).*/\1/p' "$SDIR/server.log" | tail -n 1)
 	[ -n "$SMTP_PORT" ] && [ -n "$POP3_PORT" ]
 }
 
@@ -399,13 +405,13 @@ else
 fi
 
 # ---- 5. POP3 retrieval -------------------------------------------------------
-# pop3_best PORT OUTPREFIX EXPECTED: REPEAT retrieval runs, the best (most
-# msgs/s) copied to OUTPREFIX.best; on failure POP3_ERR says why.
+# pop3_best PORT OUTPREFIX EXPECTED [pop3|pop3s]: REPEAT retrieval runs, the
+# best (most msgs/s) copied to OUTPREFIX.best; on failure POP3_ERR says why.
 POP3_ERR=
 pop3_best() {
-	local port=$1 out=$2 want=$3 i best=-1 r m
+	local port=$1 out=$2 want=$3 mode=${4:-pop3} i best=-1 r m
 	for i in $(seq "$REPEAT"); do
-		if ! "$LG" pop3 127.0.0.1 "$port" $NUSERS $NUSERS "$PASS" >"$out.$i" 2>"$out.$i.err"; then
+		if ! "$LG" "$mode" 127.0.0.1 "$port" $NUSERS $NUSERS "$PASS" >"$out.$i" 2>"$out.$i.err"; then
 			POP3_ERR="loadgen: $(first_err "$out.$i.err")"
 			return 1
 		fi
@@ -595,17 +601,94 @@ if [ $DV_OK = 1 ]; then
 fi
 
 # ---- 6. TLS ------------------------------------------------------------------
-# Full handshakes per second of server CPU (one core: the loop is one
-# thread) with openssl s_time clients, and the RSS an idle TLS connection
-# adds; see tests/bench/tls_bench.py.
+# Full and resumed handshakes per second of server CPU (one core: the loop
+# is one thread) with openssl s_time clients, and the RSS an idle TLS
+# connection adds; see tests/bench/tls_bench.py.
 say "tls: $IDLE_N idle pop3s connections, handshakes for ${SECS}s"
 if python3 "$ROOT/tests/bench/tls_bench.py" "$BIN" "$W/tls" "$SECS" $IDLE_N \
 	>"$W/tls.out" 2>"$W/tls.err"; then
 	res "tls full handshakes ($(kv "$W/tls.out" cipher)): $(kv "$W/tls.out" per_cpu_s) per server CPU-second, $(kv "$W/tls.out" observed_per_s)/s observed"
+	res "tls resumed handshakes (session cache): $(kv "$W/tls.out" resumed_per_cpu_s) per server CPU-second, $(kv "$W/tls.out" resumed_observed_per_s)/s observed, $(calc "$(kv "$W/tls.out" resumed_share)*100" 1)% resumed"
 	res "tls idle $IDLE_N conns: $(kv "$W/tls.out" idle_kib_per_conn) KiB/conn RSS $(target "$(kv "$W/tls.out" idle_kib_per_conn)" '<=' 24 '<= 24 KiB')"
 else
 	fail tls "$(tail -n 1 "$W/tls.err")"
 fi
+
+# SMTP accept over STARTTLS: the load of section 2 at 16 sessions, each
+# session beginning EHLO, STARTTLS, EHLO and sending every message over
+# that TLS (build/loadgen's BearSSL client; one handshake per session),
+# against the same load in clear, in pairs of runs on fresh servers. The
+# figure is the median of STARTTLS/plaintext over the pairs. Where the
+# disk's syncs bound both rates the ratio hides what TLS costs, so each
+# run also gives the server's CPU time per message (user + system).
+RT=${BENCH_ROUNDS_TLS:-3}
+TRATIOS=()
+HZ=$(getconf CLK_TCK)
+for i in $(seq "$RT"); do
+	rates=() cpus=()
+	for kind in smtp smtp-starttls; do
+		d=$W/tls_$kind.$i
+		say "$kind accept, 16 sessions, ${SECS}s, round $i"
+		pb_start "$d" || { fail "$kind round $i" "server did not start"; continue 2; }
+		c0=$(cpu_ticks "$SPID")
+		"$LG" $kind 127.0.0.1 "$SMTP_PORT" 16 "$SECS" 4096 $NUSERS >"$d/lg.out" 2>"$d/lg.err"
+		c1=$(cpu_ticks "$SPID")
+		pb_stop
+		rm -rf "$d/data"
+		rate=$(kv "$d/lg.out" msgs_per_s)
+		errs=$(kv "$d/lg.out" errors)
+		if [ -z "$rate" ] || [ "${errs:-1}" != 0 ]; then
+			fail "$kind round $i" "loadgen: $(first_err "$d/lg.err")"
+			continue 2
+		fi
+		if [ $kind = smtp-starttls ] && [ "$(grep -c ' event=tls version=' "$d/server.log")" != 16 ]; then
+			fail "$kind round $i" "not 16 TLS sessions in the server's log"
+			continue 2
+		fi
+		rates+=("$rate")
+		cpus+=("$(calc "($c1 - $c0) / $HZ * 1e6 / $(kv "$d/lg.out" msgs)" 0)")
+	done
+	r=$(calc "${rates[1]}/${rates[0]}" 3)
+	TRATIOS+=("$r")
+	res "smtp c=16 round $i: plaintext ${rates[0]} msgs/s (server CPU ${cpus[0]} us/msg), starttls ${rates[1]} msgs/s (${cpus[1]} us/msg), starttls/plaintext $(calc "$r" 2)"
+done
+if [ ${#TRATIOS[@]} -gt 0 ]; then
+	r=$(printf '%s\n' "${TRATIOS[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+	res "smtp accept c=16 starttls/plaintext (median of ${#TRATIOS[@]}): $(calc "$r" 2) x $(target "$r" '>=' 0.5 '>= 0.5x')"
+fi
+
+# POP3 RETR over TLS: one server with pop3s on, 16 mailboxes of 20 x 1 MiB
+# (section 5's), 16 clients each retrieving its own over pop3s and, from
+# the same store, in clear; best of BENCH_REPEAT runs each, timed from the
+# moment all have logged in. The client decrypts all it gets, as much work
+# as the server's encryption, on the same 2 cores.
+tls_pop3() {
+	local d=$W/tls_pop3 n=${PERBOX[1m]} want pl tl
+	say "pop3s: fill $NUSERS x $n x 1 MiB"
+	PB_POP3S=127.0.0.1:0 pb_start "$d" || { fail "pop3s" "server did not start"; return; }
+	if ! "$LG" fill 127.0.0.1 "$SMTP_PORT" $NUSERS "$n" 1048576 >"$d/fill.out" 2>"$d/fill.err"; then
+		pb_stop
+		fail "pop3s" "fill: $(first_err "$d/fill.err")"
+		return
+	fi
+	want=$((NUSERS * n))
+	say "pop3s: retrieve, in clear and over TLS"
+	if ! pop3_best "$POP3_PORT" "$d/plain" "$want" pop3; then
+		pb_stop
+		fail "pop3 1m plaintext" "$POP3_ERR"
+		return
+	fi
+	if ! pop3_best "$POP3S_PORT" "$d/tls" "$want" pop3s; then
+		pb_stop
+		fail "pop3s 1m" "$POP3_ERR"
+		return
+	fi
+	pb_stop
+	pl=$(kv "$d/plain.best" mib_per_s)
+	tl=$(kv "$d/tls.best" mib_per_s)
+	res "pop3s RETR 1 MiB x $want, 16 clients: $tl MiB/s over TLS, $pl MiB/s in clear, TLS/clear $(calc "$tl/$pl" 2)"
+}
+tls_pop3
 
 # ---- 7. outbound delivery ----------------------------------------------------
 # Its own section (others edit this file too): tests/bench/outbound.py does

@@ -7,6 +7,9 @@
  *     Recipients cycle over u1..uN@RCPTDOMAIN (default localhost; another
  *     domain makes every message relayed, for a client allowed to relay).
  *     Only 250 after the body counts.
+ *   loadgen smtp-starttls (the arguments of smtp)
+ *     the same, each session beginning EHLO, STARTTLS, EHLO (RFC 3207)
+ *     and sending every message over that TLS.
  *   loadgen fill HOST PORT NUSERS PERUSER MSGSIZE
  *     one session per user uK@localhost delivering PERUSER messages to it,
  *     MAIL+RCPT+DATA sent as one pipelined group (RFC 2920); a 4xx reply
@@ -15,6 +18,8 @@
  *     CONC <= NUSERS clients; client i logs in as u(i+1)@localhost with
  *     USER/PASS, STAT, RETRs every message with up to 16 in flight, checks
  *     each ends in CRLF.CRLF, then QUIT (no DELE).
+ *   loadgen pop3s HOST PORT CONC NUSERS PASSWORD
+ *     the same over implicit TLS.
  *   loadgen idle smtp|pop3 HOST PORT N
  *     opens N sessions, reads the greetings, prints "ready greeted=G
  *     failed=F", holds them until stdin (a pipe) reaches EOF or
@@ -22,7 +27,14 @@
  *   loadgen body MSGSIZE
  *     writes the message the other modes send (CRLF lines) to stdout.
  * Results: one "key=value ..." line on stdout; problems on stderr. Exit 0
- * when every session went as expected, 1 on any error, 2 on bad usage. */
+ * when every session went as expected, 1 on any error, 2 on bad usage.
+ *
+ * TLS (BearSSL, TLS 1.2 as the server offers it): a client engine per
+ * session, pumped by hand: ciphertext read goes into the engine and the
+ * plaintext out of it into the session's buffer, where the same parsers
+ * read it; what a session sends goes in as plaintext and leaves as
+ * records. The server's certificate is taken unchecked (its public key,
+ * nothing else): a bench measures the server, not the trust in it. */
 #include <ctype.h>
 #include <errno.h>
 #include <signal.h>
@@ -32,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <bearssl.h>
 #include <uv.h>
 
 #define RETR_WINDOW  16	  /* POP3 RETRs in flight per client */
@@ -39,32 +52,40 @@
 #define MAX_ERRMSG   20	  /* error lines printed before going quiet */
 #define MAX_RETRIES  1000 /* fill: sessions restarted after a 4xx reply */
 
+#define TLS_NAME "mx.test" /* SNI; the name is not checked */
+
 /* clang-format off */
 enum mode { M_SMTP, M_FILL, M_POP3, M_IDLE };
 enum state {
-	S_GREET, S_EHLO, S_MAIL, S_RCPT, S_DATA, S_BODY, S_QUIT,
+	S_GREET, S_EHLO, S_STARTTLS, S_HANDSHAKE, S_EHLO_TLS, S_MAIL, S_RCPT,
+	S_DATA, S_BODY, S_QUIT,
 	P_GREET, P_USER, P_PASS, P_STAT, P_RETR, P_QUIT,
 	X_IDLE, X_DONE
 };
 static const char *state_name[] = {
-	"greeting", "EHLO", "MAIL", "RCPT", "DATA", "end of data", "QUIT",
+	"greeting", "EHLO", "STARTTLS", "TLS handshake", "EHLO after TLS",
+	"MAIL", "RCPT", "DATA", "end of data", "QUIT",
 	"greeting", "USER", "PASS", "STAT", "RETR", "QUIT", "idle", "done"};
 /* clang-format on */
+
+struct tls; /* a session's TLS engine and its buffers */
 
 typedef struct conn {
 	uv_tcp_t tcp;
 	uv_connect_t creq;
 	int id, user, closing, retry;
 	enum state state;
-	char *buf; /* received, not yet parsed */
+	char *buf; /* received (plaintext), not yet parsed */
 	size_t len, cap, scan;
 	long sent;		 /* fill: messages delivered so far */
 	long nmsg, nsent, nrecv; /* pop3: messages, RETRs sent, answered */
+	struct tls *tls;	 /* NULL until TLS begins */
 } conn;
 
 static struct {
 	enum mode mode;
 	int pop3; /* sessions speak POP3 */
+	int tls;  /* smtp: STARTTLS after EHLO; pop3: implicit TLS */
 	struct sockaddr_in addr;
 	int nusers, target;
 	long peruser;
@@ -161,12 +182,210 @@ static char *make_body(size_t size, size_t *outlen)
 	return b;
 }
 
-/* ---- writing ------------------------------------------------------------- */
+/* ---- TLS ----------------------------------------------------------------- */
+
+/* The server's certificate, unchecked: the end entity's public key is
+ * taken whatever its chain, name or dates say (as core/tls.c's
+ * opportunistic client does). */
+typedef struct {
+	const br_x509_class *vtable;
+	br_x509_decoder_context dc;
+	unsigned ncerts;
+} anykey;
+
+static void ak_start_chain(const br_x509_class **ctx, const char *name)
+{
+	anykey *ak = (anykey *)ctx;
+
+	(void)name;
+	ak->ncerts = 0;
+	br_x509_decoder_init(&ak->dc, NULL, NULL);
+}
+
+static void ak_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+	(void)ctx;
+	(void)length;
+}
+
+static void ak_append(const br_x509_class **ctx, const unsigned char *buf,
+		      size_t len)
+{
+	anykey *ak = (anykey *)ctx;
+
+	if (ak->ncerts == 0)
+		br_x509_decoder_push(&ak->dc, buf, len);
+}
+
+static void ak_end_cert(const br_x509_class **ctx)
+{
+	((anykey *)ctx)->ncerts++;
+}
+
+static unsigned ak_end_chain(const br_x509_class **ctx)
+{
+	anykey *ak = (anykey *)ctx;
+
+	return ak->ncerts == 0 ? BR_ERR_X509_EMPTY_CHAIN
+			       : (unsigned)br_x509_decoder_last_error(&ak->dc);
+}
+
+static const br_x509_pkey *ak_get_pkey(const br_x509_class *const *ctx,
+				       unsigned *usages)
+{
+	anykey *ak = (anykey *)ctx;
+
+	if (usages != NULL)
+		*usages = BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN;
+	return br_x509_decoder_get_pkey(&ak->dc);
+}
+
+static const br_x509_class anykey_vtable = {
+    sizeof(anykey), ak_start_chain, ak_start_cert, ak_append,
+    ak_end_cert,    ak_end_chain,   ak_get_pkey};
 
 typedef struct {
 	uv_write_t req;
 	char text[];
 } wreq;
+
+struct tls {
+	br_ssl_client_context cc;
+	anykey x509;
+	unsigned char io[BR_SSL_BUFSIZE_BIDI];
+	char *out; /* plaintext the engine has not taken yet */
+	size_t outlen, outoff, outcap;
+	char *w; /* a wreq: the records one pump collected, to write */
+	size_t wlen, wcap;
+	size_t cinlen; /* ciphertext read, not taken by the engine yet */
+	char cin[65536];
+};
+
+/* Appends n octets to a buffer that grows by doubling. */
+static void grow_add(char **buf, size_t *len, size_t *cap, size_t head,
+		     const void *p, size_t n)
+{
+	size_t want = head + *len + n;
+
+	if (n == 0)
+		return;
+	if (want > *cap) {
+		*cap = *cap * 2 > want ? *cap * 2 : want;
+		*buf = realloc(*buf, *cap);
+		if (!*buf)
+			abort();
+	}
+	memcpy(*buf + head + *len, p, n);
+	*len += n;
+}
+
+static void on_write(uv_write_t *req, int status);
+
+/* Moves data through c's engine until it can do no more: plaintext
+ * queued by sendv in, records out (collected, then written at once) and,
+ * with `in`, ciphertext read in and plaintext out into c->buf. Without
+ * `in` c->buf is left alone: a parser may be reading it. Returns 0, 1
+ * when the server has closed TLS cleanly (close_notify: what came before
+ * it is in c->buf), or -1 on an error (the session is being closed). */
+static int tls_pump(conn *c, int in)
+{
+	struct tls *t = c->tls;
+	br_ssl_engine_context *e = &t->cc.eng;
+	unsigned char *b;
+	unsigned st;
+	size_t n;
+	uv_buf_t buf;
+	wreq *w;
+	int r;
+
+	for (;;) {
+		st = br_ssl_engine_current_state(e);
+		if (st & BR_SSL_CLOSED) {
+			if (br_ssl_engine_last_error(e) == BR_ERR_OK)
+				return 1;
+			errorf(c, "TLS error %d", br_ssl_engine_last_error(e));
+			conn_close(c);
+			return -1;
+		}
+		if (st & BR_SSL_SENDREC) {
+			b = br_ssl_engine_sendrec_buf(e, &n);
+			grow_add(&t->w, &t->wlen, &t->wcap, sizeof(wreq), b, n);
+			br_ssl_engine_sendrec_ack(e, n);
+		} else if (in && (st & BR_SSL_RECVAPP)) {
+			b = br_ssl_engine_recvapp_buf(e, &n);
+			grow_add(&c->buf, &c->len, &c->cap, 0, b, n);
+			br_ssl_engine_recvapp_ack(e, n);
+		} else if (t->outoff < t->outlen && (st & BR_SSL_SENDAPP)) {
+			b = br_ssl_engine_sendapp_buf(e, &n);
+			if (n > t->outlen - t->outoff)
+				n = t->outlen - t->outoff;
+			memcpy(b, t->out + t->outoff, n);
+			br_ssl_engine_sendapp_ack(e, n);
+			t->outoff += n;
+			if (t->outoff == t->outlen) {
+				t->outoff = t->outlen = 0;
+				br_ssl_engine_flush(e, 0);
+			}
+		} else if (in && t->cinlen > 0 && (st & BR_SSL_RECVREC)) {
+			b = br_ssl_engine_recvrec_buf(e, &n);
+			if (n > t->cinlen)
+				n = t->cinlen;
+			memcpy(b, t->cin, n);
+			br_ssl_engine_recvrec_ack(e, n);
+			memmove(t->cin, t->cin + n, t->cinlen - n);
+			t->cinlen -= n;
+		} else {
+			break;
+		}
+	}
+	if (t->wlen == 0)
+		return 0;
+	w = (wreq *)t->w; /* malloc'd: aligned for any type */
+	buf = uv_buf_init(w->text, (unsigned)t->wlen);
+	t->w = NULL;
+	t->wlen = t->wcap = 0;
+	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+	if (r < 0) {
+		free(w);
+		errorf(c, "write: %s", uv_strerror(r));
+		conn_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+/* Begins TLS on c: its ClientHello goes out. */
+static void tls_start(conn *c)
+{
+	br_x509_minimal_context unused; /* init_full's; anykey replaces it */
+	struct tls *t = calloc(1, sizeof *t);
+
+	if (!t)
+		abort();
+	c->tls = t;
+	br_ssl_client_init_full(&t->cc, &unused, NULL, 0);
+	t->x509.vtable = &anykey_vtable;
+	br_ssl_engine_set_x509(&t->cc.eng, &t->x509.vtable);
+	br_ssl_engine_set_buffer(&t->cc.eng, t->io, sizeof t->io, 1);
+	if (!br_ssl_client_reset(&t->cc, TLS_NAME, 0)) {
+		errorf(c, "TLS reset failed: %d",
+		       br_ssl_engine_last_error(&t->cc.eng));
+		conn_close(c);
+		return;
+	}
+	tls_pump(c, 0);
+}
+
+static void tls_free(struct tls *t)
+{
+	if (t) {
+		free(t->out);
+		free(t->w);
+		free(t);
+	}
+}
+
+/* ---- writing ------------------------------------------------------------- */
 
 static void on_write(uv_write_t *req, int status)
 {
@@ -177,15 +396,25 @@ static void on_write(uv_write_t *req, int status)
 	free(req);
 }
 
-/* Sends `text` (copied) followed by `extra` (not copied: static data). */
+/* Sends `text` (copied) followed by `extra` (not copied: static data; over
+ * TLS both are copied into the engine's plaintext queue). */
 static void sendv(conn *c, const char *text, size_t n, const char *extra,
 		  size_t xn)
 {
-	wreq *w = malloc(sizeof *w + n + 1);
+	wreq *w;
 	uv_buf_t bufs[2];
 	unsigned nb = 0;
 	int r;
 
+	if (c->tls) {
+		struct tls *t = c->tls;
+
+		grow_add(&t->out, &t->outlen, &t->outcap, 0, text, n);
+		grow_add(&t->out, &t->outlen, &t->outcap, 0, extra, xn);
+		tls_pump(c, 0);
+		return;
+	}
+	w = malloc(sizeof *w + n + 1);
 	if (!w)
 		abort();
 	if (n) {
@@ -279,6 +508,21 @@ static void smtp_reply(conn *c, int code, const char *line, size_t n)
 	case S_EHLO:
 		if (code != 250)
 			return bad_reply(c, "250 to EHLO", line, n);
+		if (G.tls) {
+			sendf(c, "STARTTLS\r\n");
+			c->state = S_STARTTLS;
+			return;
+		}
+		return smtp_next_message(c);
+	case S_STARTTLS:
+		if (code != 220)
+			return bad_reply(c, "220 to STARTTLS", line, n);
+		c->state = S_HANDSHAKE; /* then EHLO again: see on_read */
+		return tls_start(c);
+	case S_EHLO_TLS:
+		if (code != 250)
+			return bad_reply(c, "250 to EHLO after STARTTLS", line,
+					 n);
 		return smtp_next_message(c);
 	case S_MAIL:
 		if (code != 250)
@@ -489,6 +733,7 @@ static void on_closed(uv_handle_t *h)
 	if (c->retry && !G.stopping)
 		start_conn(c->id)->sent = c->sent;
 	free(c->buf);
+	tls_free(c->tls);
 	free(c);
 	G.active--;
 	finish_if_done();
@@ -517,6 +762,12 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	size_t cap;
 
 	(void)suggested;
+	if (c->tls) { /* ciphertext, for the engine */
+		*buf = uv_buf_init(
+		    c->tls->cin + c->tls->cinlen,
+		    (unsigned)(sizeof c->tls->cin - c->tls->cinlen));
+		return;
+	}
 	if (c->cap - c->len < G.chunk) {
 		cap = c->cap * 2 > c->len + G.chunk ? c->cap * 2
 						    : c->len + G.chunk;
@@ -531,6 +782,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	conn *c = s->data;
+	int tls_closed = 0;
 	size_t used;
 
 	(void)buf;
@@ -543,13 +795,29 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			errorf(c, "read: %s", uv_strerror((int)nread));
 		return conn_close(c);
 	}
-	c->len += (size_t)nread;
+	if (c->tls) {
+		c->tls->cinlen += (size_t)nread;
+		if ((tls_closed = tls_pump(c, 1)) < 0)
+			return;
+		if (c->state == S_HANDSHAKE &&
+		    (br_ssl_engine_current_state(&c->tls->cc.eng) &
+		     BR_SSL_SENDAPP)) {
+			sendf(c, "EHLO loadgen.bench\r\n"); /* RFC 3207 4.2 */
+			c->state = S_EHLO_TLS;
+		}
+	} else {
+		c->len += (size_t)nread;
+	}
 	while (!c->closing && c->len > 0) {
 		used = G.pop3 ? pop3_parse(c) : smtp_parse(c);
 		if (used == 0)
 			break;
 		memmove(c->buf, c->buf + used, c->len - used);
 		c->len -= used;
+	}
+	if (tls_closed && !c->closing) { /* a close_notify before QUIT's 221 */
+		errorf(c, "TLS closed by the server");
+		conn_close(c);
 	}
 }
 
@@ -564,6 +832,8 @@ static void on_connect(uv_connect_t *req, int status)
 		uv_tcp_nodelay(&c->tcp, 1);
 		r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 	}
+	if (r == 0 && G.pop3 && G.tls) /* pop3s: the handshake first */
+		tls_start(c);
 	if (r < 0) {
 		errorf(c, "connect: %s", uv_strerror(r));
 		conn_close(c);
@@ -654,10 +924,10 @@ static void on_stdin(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: loadgen smtp HOST PORT CONC SECONDS MSGSIZE NRCPTUSERS "
-		"[RCPTDOMAIN]\n"
+		"usage: loadgen smtp|smtp-starttls HOST PORT CONC SECONDS "
+		"MSGSIZE NRCPTUSERS [RCPTDOMAIN]\n"
 		"       loadgen fill HOST PORT NUSERS PERUSER MSGSIZE\n"
-		"       loadgen pop3 HOST PORT CONC NUSERS PASSWORD\n"
+		"       loadgen pop3|pop3s HOST PORT CONC NUSERS PASSWORD\n"
 		"       loadgen idle smtp|pop3 HOST PORT N\n"
 		"       loadgen body MSGSIZE\n");
 	exit(2);
@@ -700,9 +970,11 @@ int main(int argc, char **argv)
 		G.body =
 		    make_body((size_t)num(argv[2], 1, 1L << 30), &G.bodylen);
 		return fwrite(G.body, 1, G.bodylen, stdout) != G.bodylen;
-	} else if (!strcmp(m, "smtp") && (argc == 8 || argc == 9)) {
+	} else if ((!strcmp(m, "smtp") || !strcmp(m, "smtp-starttls")) &&
+		   (argc == 8 || argc == 9)) {
 		G.rcpt_domain = argc == 9 ? argv[8] : "localhost";
 		G.mode = M_SMTP;
+		G.tls = !strcmp(m, "smtp-starttls");
 		target(argv[2], argv[3]);
 		G.target = (int)num(argv[4], 1, 10000);
 		secs = (double)num(argv[5], 1, 3600);
@@ -717,9 +989,10 @@ int main(int argc, char **argv)
 		G.peruser = num(argv[5], 0, 10000000);
 		G.body =
 		    make_body((size_t)num(argv[6], 1, 1L << 30), &G.bodylen);
-	} else if (!strcmp(m, "pop3") && argc == 7) {
+	} else if ((!strcmp(m, "pop3") || !strcmp(m, "pop3s")) && argc == 7) {
 		G.mode = M_POP3;
 		G.pop3 = 1;
+		G.tls = !strcmp(m, "pop3s");
 		G.chunk = 65536;
 		target(argv[2], argv[3]);
 		G.target = (int)num(argv[4], 1, 10000);
@@ -780,10 +1053,13 @@ int main(int argc, char **argv)
 		       (double)G.msgs / t);
 		break;
 	case M_POP3:
-		printf("mode=pop3 conc=%d msgs=%ld bytes=%llu errors=%ld "
-		       "secs=%.3f msgs_per_s=%.1f mb_per_s=%.2f\n",
-		       G.target, G.msgs, (unsigned long long)G.bytes, G.errors,
-		       t, (double)G.msgs / t, (double)G.bytes / 1e6 / t);
+		printf("mode=%s conc=%d msgs=%ld bytes=%llu errors=%ld "
+		       "secs=%.3f msgs_per_s=%.1f mb_per_s=%.2f "
+		       "mib_per_s=%.2f\n",
+		       m, G.target, G.msgs, (unsigned long long)G.bytes,
+		       G.errors, t, (double)G.msgs / t,
+		       (double)G.bytes / 1e6 / t,
+		       (double)G.bytes / 1048576.0 / t);
 		break;
 	case M_IDLE:
 		if (!G.ready)

@@ -1,7 +1,10 @@
 """tls_bench.py - TLS figures for bench.sh: full handshakes per second of
 server CPU (openssl s_time clients, new session each time, against a
-pop3s listener with the self-signed EC P-256 certificate) and the RSS an
-idle TLS connection adds (N POP3S sessions held open after the greeting).
+pop3s listener with the self-signed EC P-256 certificate), the same for
+resumed handshakes (s_time -reuse: each client offers its first session
+again, which the server's session cache resumes without ECDHE), and the
+RSS an idle TLS connection adds (N POP3S sessions held open after the
+greeting).
 
 usage: tls_bench.py BIN WORKDIR SECONDS IDLE_N
 Prints key=value lines; exits 1 when something could not be run."""
@@ -52,6 +55,27 @@ def rss(pid):
             return int(line.split()[1])
 
 
+def handshakes(p, port, log, how):
+    """CLIENTS openssl s_time clients (how: -new or -reuse) for SECS:
+    (handshakes the server logged, its CPU seconds, handshakes per CPU
+    second, per second, connections s_time marked resumed)."""
+    before = open(log).read().count("event=tls version")
+    c0, t0 = cpu(p.pid), time.time()
+    clients = [subprocess.Popen(
+        ["openssl", "s_time", "-connect", "127.0.0.1:%d" % port, how,
+         "-time", str(SECS)], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL) for _ in range(CLIENTS)]
+    reused = 0
+    for c in clients:
+        out = c.communicate()[0]
+        # the progress line: one character per connection
+        reused += sum(l.count(b"r") for l in out.splitlines()
+                      if l and set(l) <= set(b"rn*."))
+    c1, t1 = cpu(p.pid), time.time()
+    n = open(log).read().count("event=tls version") - before
+    return n, c1 - c0, n / max(c1 - c0, 0.01), n / (t1 - t0), reused
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -72,21 +96,18 @@ def main():
         for s in socks:
             s.close()
         time.sleep(0.5)
-        before = open(log).read().count("event=tls version")
-        c0, t0 = cpu(p.pid), time.time()
-        clients = [subprocess.Popen(
-            ["openssl", "s_time", "-connect", "127.0.0.1:%d" % port,
-             "-new", "-time", str(SECS)], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL) for _ in range(CLIENTS)]
-        for c in clients:
-            c.wait()
-        c1, t1 = cpu(p.pid), time.time()
+        n, cpu_s, per_cpu, per_s, _ = handshakes(p, port, log, "-new")
         text = open(log).read()
-        n = text.count("event=tls version") - before
         print("handshakes=%d server_cpu_s=%.2f per_cpu_s=%.0f "
               "observed_per_s=%.0f cipher=%s" %
-              (n, c1 - c0, n / max(c1 - c0, 0.01), n / (t1 - t0),
+              (n, cpu_s, per_cpu, per_s,
                re.findall(r"event=tls version=\S+ cipher=(\S+)", text)[-1]))
+        n, cpu_s, per_cpu, per_s, reused = handshakes(p, port, log, "-reuse")
+        # s_time prints "r" for each connection that resumed
+        print("resumed_handshakes=%d resumed_share=%.3f "
+              "resumed_server_cpu_s=%.2f resumed_per_cpu_s=%.0f "
+              "resumed_observed_per_s=%.0f" %
+              (n, reused / max(n, 1), cpu_s, per_cpu, per_s))
     finally:
         p.terminate()
         p.wait()

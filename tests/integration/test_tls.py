@@ -388,3 +388,57 @@ def test_large_message_both_ways(make_server):
     got = b"\r\n".join(p.retr(1)[1]) + b"\r\n"
     assert got.endswith(b"From: bob@localhost\r\nSubject: big\r\n\r\n" + body)
     p.quit()
+
+
+# --- session resumption ------------------------------------------------------
+
+def resume(addr, ctx, session):
+    """A TLS connection to addr offering session (checked for HOST)."""
+    s = socket.create_connection(addr, timeout=10)
+    try:
+        return ctx.wrap_socket(s, server_hostname=HOST, session=session)
+    except BaseException:
+        s.close()
+        raise
+
+
+def test_session_resumed(make_server):
+    """A client that offers its last session's ID gets it back (no ECDHE,
+    no certificate), on either implicit-TLS port: one cache for every
+    listener. A SIGHUP reload forgets them all: the next handshake is a
+    full one, with the certificate."""
+    s = make_server(extra=TLS_ON)
+    ctx = context(selfsigned(s))
+    first = tls_socket(s.addr("pop3s"), ctx)
+    assert not first.session_reused
+    assert first.recv(100) == b"+OK pillarbox ready.\r\n"
+    session = first.session
+    assert session is not None and session.id != b""
+    first.close()
+
+    again = resume(s.addr("pop3s"), ctx, session)
+    assert again.session_reused
+    assert again.session.id == session.id
+    # the session is a working one: log in and out over it
+    again.sendall(b"USER alice@localhost\r\nPASS secret\r\nQUIT\r\n")
+    got = b""
+    while got.count(b"\r\n") < 4:
+        chunk = again.recv(1000)
+        assert chunk, got
+        got += chunk
+    assert got == (b"+OK pillarbox ready.\r\n+OK\r\n+OK Logged in.\r\n"
+                   b"+OK Logging out.\r\n"), got
+    again.close()
+
+    other = resume(s.addr("smtps"), ctx, session)
+    assert other.session_reused
+    assert other.recv(100).startswith(b"220 mx.test ESMTP")
+    other.close()
+
+    s.proc.send_signal(signal.SIGHUP)
+    wait_log(s, "event=tls-reload cert=")
+    after = resume(s.addr("pop3s"), ctx, session)
+    assert not after.session_reused
+    assert after.session.id != session.id
+    assert after.getpeercert(binary_form=True) == der(selfsigned(s))
+    after.close()
