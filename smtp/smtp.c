@@ -529,7 +529,7 @@ static void smtp_comment_text(const char *user, char *buf)
 static void smtp_tx_header(struct smtp_session *s)
 {
 	struct smtp_tx *tx = s->tx;
-	char date[SMTP_DATE_MAX], forc[sizeof "\r\n\tfor <>;" + STORE_ADDR_MAX];
+	char date[SMTP_DATE_MAX], forc[sizeof "\r\n\tfor <>; " + STORE_ADDR_MAX];
 	char authc[sizeof "\r\n\t(authenticated as )" + 2 * STORE_ADDR_MAX];
 	char tlsc[SMTP_TLS_COMMENT_MAX] = "";
 	const char *tls = conn_tls_info(s->c);
@@ -539,10 +539,13 @@ static void smtp_tx_header(struct smtp_session *s)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* The date on a line of its own or after the "for": the "by" line
+	 * stays within RFC 5322's 78 octets (2.1.1) for any hostname a
+	 * person types. */
 	if (tx->nrcpt == 1)
-		snprintf(forc, sizeof forc, "\r\n\tfor <%s>;", tx->first_rcpt);
+		snprintf(forc, sizeof forc, "\r\n\tfor <%s>; ", tx->first_rcpt);
 	else
-		strcpy(forc, ";");
+		strcpy(forc, ";\r\n\t");
 	authc[0] = '\0';
 	if (s->auth_user != NULL) {
 		char user[2 * STORE_ADDR_MAX + 1];
@@ -555,7 +558,7 @@ static void smtp_tx_header(struct smtp_session *s)
 	/* RFC 3848: "S" for TLS, "A" for a logged-in client. */
 	n = asprintf(&tx->header,
 		     "Received: from %s ([%s%s])%s%s\r\n"
-		     "\tby %s (pillarbox) with %s%s%s id %s%s %s\r\n",
+		     "\tby %s (pillarbox) with %s%s%s id %s%s%s\r\n",
 		     s->helo,
 		     /* RFC 5321 4.1.3: an IPv6 literal is tagged */
 		     strchr(conn_peer(s->c), ':') ? "IPv6:" : "",

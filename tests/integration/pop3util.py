@@ -332,10 +332,8 @@ def stored_re(msg, rcpts, sender=SENDER, helo=HELO):
         tail = (b"\r\n\tfor <" + re.escape(rcpts[0].encode()) +
                 b">; [^\r\n]+\r\n")
     else:
-        # No `for` clause. PROTOCOL.md writes "\t[for <rcpt>;] DATE" on the
-        # third line; RFC 5322 needs a ';' before the date, so "id X; DATE"
-        # on the id line is accepted as well.
-        tail = b"(?:;|\r\n\t;?) ?[^\r\n;]+\r\n"
+        # No `for` clause: "id X;" and the date on a line of its own.
+        tail = b";\r\n\t[^\r\n;]+\r\n"
     return re.compile(
         b"\\AReturn-Path: <" + re.escape(sender.encode()) + b">\r\n"
         b"Received: from " + re.escape(helo.encode()) +

@@ -809,15 +809,20 @@ static const char *stored_problem(const struct store_mail *m, const char *msg,
 	if (memcmp(msg + len - blen, d->body, blen) != 0)
 		return "body differs";
 	p = msg + hlen;
-	end = msg + len - blen; /* "[\r\n\tfor <rcpt>]; DATE\r\n" */
-	if (d->for_rcpt != NULL) {
-		n = snprintf(head, sizeof head, "\r\n\tfor <%s>", d->for_rcpt);
-		if ((size_t)(end - p) < (size_t)n ||
-		    memcmp(p, head, (size_t)n) != 0)
-			return "no \"for\" clause for its one recipient";
-		p += n;
-	}
-	if (end - p < 5 || memcmp(p, "; ", 2) != 0 ||
+	/* "\r\n\tfor <rcpt>; DATE\r\n" for one recipient, else
+	 * ";\r\n\tDATE\r\n" */
+	end = msg + len - blen;
+	if (d->for_rcpt != NULL)
+		n = snprintf(head, sizeof head, "\r\n\tfor <%s>; ",
+			     d->for_rcpt);
+	else
+		n = snprintf(head, sizeof head, ";\r\n\t");
+	if ((size_t)(end - p) < (size_t)n || memcmp(p, head, (size_t)n) != 0)
+		return d->for_rcpt != NULL
+			   ? "no \"for\" clause for its one recipient"
+			   : "the date is not on a line of its own";
+	p += n;
+	if (end - p < 3 ||
 	    memcmp(end - 2, "\r\n", 2) != 0 ||
 	    memchr(p, '\r', (size_t)(end - p)) != end - 2 ||
 	    memchr(p, '\n', (size_t)(end - p)) != end - 1)
