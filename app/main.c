@@ -138,6 +138,93 @@ static void count_login(const struct event *ev, void *arg)
 	srv->logins++;
 }
 
+/* --- the dashboard's chart across restarts -------------------------------
+ * The hourly series (base/metrics) live in memory; a copy goes to the
+ * store every CHART_SAVE_MS (a commit job) and at a clean stop, and comes
+ * back at start: a restart keeps the chart, a crash loses minutes of it. */
+#define CHART_SAVE_MS (5 * 60 * 1000)
+#define CHART_KEY     "hourly"
+
+static struct {
+	struct store *st;
+	struct timer *timer;
+	struct store_job job;
+	unsigned char buf[METRICS_HOURLY_BYTES]; /* what the job writes */
+	bool busy;				 /* the job is queued */
+} chart;
+
+static int chart_save_run(struct store_txn *txn, void *arg)
+{
+	(void)arg;
+	return store_meta_put(txn, CHART_KEY, chart.buf, sizeof chart.buf);
+}
+
+static void chart_save_done(void *arg, int rc)
+{
+	(void)arg;
+	chart.busy = false;
+	if (rc < 0) /* the next save tries again */
+		log_msg(LOG_WARN, "core", "event=chart-save-failed error=%s",
+			strerror(-rc));
+}
+
+static void chart_tick(void *arg)
+{
+	(void)arg;
+	if (!chart.busy) {
+		metrics_hourly_save(chart.buf);
+		chart.busy = true;
+		chart.job = (struct store_job){.run = chart_save_run,
+					       .done = chart_save_done};
+		store_commit_submit(chart.st, &chart.job);
+	}
+	timer_start(chart.timer, CHART_SAVE_MS);
+}
+
+static void chart_start(struct store *st)
+{
+	struct store_txn *txn;
+	int n = -ENOENT;
+
+	chart.st = st;
+	if (store_txn_begin(st, false, &txn) == 0) {
+		n = store_meta_get(txn, CHART_KEY, chart.buf, sizeof chart.buf);
+		store_txn_abort(txn);
+	}
+	if (n > 0)
+		metrics_hourly_load(chart.buf, (size_t)n);
+	chart.timer = timer_new(chart_tick, NULL);
+	timer_start(chart.timer, CHART_SAVE_MS);
+}
+
+/* The server stops: no more saves on the loop (the timer would keep it
+ * running). */
+static void chart_stop(void)
+{
+	timer_free(chart.timer);
+	chart.timer = NULL;
+}
+
+/* After the loop ended (the commit thread is gone, so is a save it ran):
+ * the last copy, in a write transaction of its own. */
+static void chart_save_last(void)
+{
+	struct store_txn *txn = NULL;
+	int r;
+
+	if (chart.st == NULL) /* never started */
+		return;
+	metrics_hourly_save(chart.buf);
+	if ((r = store_txn_begin(chart.st, true, &txn)) == 0 &&
+	    (r = chart_save_run(txn, NULL)) == 0)
+		r = store_txn_commit(txn);
+	else
+		store_txn_abort(txn);
+	if (r < 0)
+		log_msg(LOG_WARN, "core", "event=chart-save-failed error=%s",
+			strerror(-r));
+}
+
 /* Every connection is closed, so no commit is pending and no read is
  * open: the commit thread can go. */
 static void on_all_closed(void *arg)
@@ -195,6 +282,7 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	 * outbound connections end too, their results committed. */
 	deliver_stop();
 	web_server_stop(&srv->web);
+	chart_stop();
 	conn_shutdown(on_all_closed, srv);
 }
 
@@ -330,6 +418,8 @@ static int serve(struct config *cfg)
 		return 2;
 	}
 	if (r == 0)
+		chart_start(srv.st);
+	if (r == 0)
 		r = control_start(cfg->data_dir, control_cmds,
 				  sizeof control_cmds / sizeof *control_cmds,
 				  &srv);
@@ -396,6 +486,7 @@ static int serve(struct config *cfg)
 	log_buffer(true);
 	uv_run(loop, UV_RUN_DEFAULT);
 	log_buffer(false);
+	chart_save_last();
 	store_commit_stats(srv.st, &commits, &jobs);
 	log_msg(
 	    LOG_INFO, "core",

@@ -72,6 +72,55 @@ void metrics_hourly(enum metric m, uint64_t counts[METRICS_HOURS],
 	*start = (time_t)((now - (METRICS_HOURS - 1)) * 3600);
 }
 
+/* Saved: for each series, for each slot, u64 hour and u64 count,
+ * big-endian. */
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+_Static_assert(METRICS_HOURLY_BYTES == H_COUNT * METRICS_HOURS * 16,
+	       "the saved series' size");
+
+void metrics_hourly_save(unsigned char buf[METRICS_HOURLY_BYTES])
+{
+	for (int h = 0; h < H_COUNT; h++)
+		for (unsigned i = 0; i < METRICS_HOURS; i++, buf += 16) {
+			put_be64(buf, slot_hour[h][i]);
+			put_be64(buf + 8, hourly[h][i]);
+		}
+}
+
+void metrics_hourly_load(const unsigned char *buf, size_t len)
+{
+	uint64_t now = (uint64_t)time(NULL) / 3600;
+
+	if (len != METRICS_HOURLY_BYTES)
+		return;
+	for (int h = 0; h < H_COUNT; h++)
+		for (unsigned i = 0; i < METRICS_HOURS; i++, buf += 16) {
+			uint64_t hour = get_be64(buf);
+			unsigned slot = (unsigned)(hour % METRICS_HOURS);
+			if (hour + METRICS_HOURS <= now || hour > now)
+				continue; /* over a day old, or ahead */
+			if (slot_hour[h][slot] != hour) {
+				slot_hour[h][slot] = hour;
+				hourly[h][slot] = 0;
+			}
+			hourly[h][slot] += get_be64(buf + 8);
+		}
+}
+
 /* Commit latency buckets, in microseconds: from a fast NVMe sync to a
  * stalled disk. */
 static const uint64_t bounds[] = {250,	  500,	  1000,	  2500,

@@ -77,6 +77,13 @@ void metrics_write(void (*out)(const char *s, size_t n, void *arg), void *arg);
 void metrics_hourly(enum metric m, uint64_t counts[METRICS_HOURS],
 		    time_t *start);
 
+/* The hourly series as bytes, to keep across a restart (loop thread), and
+ * back: what load finds of the last METRICS_HOURS hours counts again, the
+ * rest is dropped, and bytes of another length are ignored. */
+#define METRICS_HOURLY_BYTES (3 * METRICS_HOURS * 16)
+void metrics_hourly_save(unsigned char buf[METRICS_HOURLY_BYTES]);
+void metrics_hourly_load(const unsigned char *buf, size_t len);
+
 /* The commit latency histogram: one observation per commit, in
  * microseconds (from any thread). */
 void metrics_commit_latency(uint64_t usec);

@@ -8,6 +8,7 @@
  *   meta      "schema"                 -> u32 version
  *             "next_id"                -> u64 next message id
  *             "tick"                   -> u64 LMDB txn id (commit.c)
+ *             "hourly"                 -> the dashboard's chart (app/)
  *   domains   domain                   -> u32 flags (0 for now)
  *   users     address                  -> u32 flags, u64 quota (octets,
  *                                         0 = none), u32 next_uid,
@@ -34,9 +35,11 @@
  *
  * The queue was keyed next_attempt || id before, which made two recipients
  * of one message collide; nothing wrote a queue entry then, so no store
- * holds one of that shape and the schema version did not change. A queue
- * runner walks the whole queue for entries that are due: an office's queue
- * is short, and an index by time can be added beside it if one is not.
+ * holds one of that shape and the schema version did not change. The
+ * queue runner looks at a new message by its id (a prefix walk) and walks
+ * the whole queue for entries that are due, at most a tenth of its time
+ * (smtp/deliver.c); an index by time can be added beside it if that is
+ * ever too little.
  */
 #include "store/store_priv.h"
 
@@ -1346,6 +1349,29 @@ static int queue_each(MDB_val *k, MDB_val *v, void *ctx)
 	    .arrival = end - p >= 8 ? get_u64(p) : get_u64(v->mv_data),
 	};
 	return w->fn.queue(&e, w->arg);
+}
+
+int store_meta_get(struct store_txn *t, const char *key, void *buf,
+		   size_t cap)
+{
+	MDB_val k = {strlen(key), (void *)key}, v;
+	int rc = get(t, DB_META, &k, &v);
+
+	if (rc < 0)
+		return rc;
+	if (v.mv_size > cap)
+		return -ENOSPC;
+	memcpy(buf, v.mv_data, v.mv_size);
+	return (int)v.mv_size;
+}
+
+int store_meta_put(struct store_txn *t, const char *key, const void *data,
+		   size_t len)
+{
+	MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)data};
+
+	t->added += k.mv_size + v.mv_size; /* it may be new: not room's */
+	return put(t, DB_META, &k, &v, 0);
 }
 
 int store_queue_count(struct store_txn *t, uint64_t *count)

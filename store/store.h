@@ -291,6 +291,17 @@ int store_queue_list_id(struct store_txn *txn, uint64_t id,
 /* Number of queued entries (for /metrics and the dashboard). */
 int store_queue_count(struct store_txn *txn, uint64_t *count);
 
+/* --- meta: small records the server keeps for itself --------------------- */
+
+/* Copies the meta record key (not one of the store's own: "schema",
+ * "next_id", "tick") into buf, at most cap octets: its length, -ENOENT, or
+ * -ENOSPC when it is longer than cap. */
+int store_meta_get(struct store_txn *txn, const char *key, void *buf,
+		   size_t cap);
+/* Writes (or replaces) the meta record key. */
+int store_meta_put(struct store_txn *txn, const char *key, const void *data,
+		   size_t len);
+
 /* --- group commit ------------------------------------------------------ */
 
 /* A unit of work for the commit thread. run() executes on the commit thread

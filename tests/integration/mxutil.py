@@ -53,22 +53,33 @@ class TableResolver(BaseResolver):
         return reply
 
 
-class DNSTable:
-    """A UDP DNS server on 127.0.0.1, port chosen by the system."""
+class LoopbackDNS:
+    """A UDP DNS server on 127.0.0.1, port chosen by the system, answering
+    with resolver (a dnslib BaseResolver); log: dnslib's DNSLogger list."""
 
-    def __init__(self):
-        self.resolver = TableResolver()
-        # Only errors are printed: the queries are in resolver.queries.
-        quiet = DNSLogger(log="-request,-reply,-truncated,-recv,-send,-data",
-                          prefix=False)
-        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0,
-                                logger=quiet)
+    def __init__(self, resolver,
+                 log="-request,-reply,-truncated,-recv,-send,-data"):
+        self.resolver = resolver
+        self.server = DNSServer(resolver, address="127.0.0.1", port=0,
+                                logger=DNSLogger(log=log, prefix=False))
         self.server.start_thread()
         self.port = self.server.server.server_address[1]
 
     @property
     def address(self):
         return "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.server.stop()
+        self.server.server.server_close()
+
+
+class DNSTable(LoopbackDNS):
+    """Records from a table. Only errors are printed: the queries are in
+    resolver.queries."""
+
+    def __init__(self):
+        super().__init__(TableResolver())
 
     def mx(self, domain, *hosts):
         """hosts: (preference, name) pairs."""
@@ -79,10 +90,6 @@ class DNSTable:
 
     def aaaa(self, name, *addrs):
         self.resolver.records[(name, "AAAA")] = list(addrs)
-
-    def stop(self):
-        self.server.stop()
-        self.server.server.server_close()
 
 
 # ------------------------------------------------------- mail exchangers

@@ -8,7 +8,9 @@ Debian package: python3-dnslib."""
 import threading
 
 from dnslib import QTYPE, RCODE, RR, DNSError
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from dnslib.server import BaseResolver
+
+from mxutil import LoopbackDNS
 
 
 class ZoneResolver(BaseResolver):
@@ -41,22 +43,13 @@ class ZoneResolver(BaseResolver):
         return reply
 
 
-class ZoneServer:
-    """A UDP DNS server on 127.0.0.1, port chosen by the system."""
+class ZoneServer(LoopbackDNS):
+    """Records from zone-file lines."""
 
     def __init__(self):
-        self.resolver = ZoneResolver()
         # Nothing printed, a dropped question included.
-        quiet = DNSLogger(log="-request,-reply,-truncated,-recv,-send,"
-                              "-data,-error", prefix=False)
-        self.server = DNSServer(self.resolver, address="127.0.0.1", port=0,
-                                logger=quiet)
-        self.server.start_thread()
-        self.port = self.server.server.server_address[1]
-
-    @property
-    def address(self):
-        return "127.0.0.1:%d" % self.port
+        super().__init__(ZoneResolver(), log="-request,-reply,-truncated,"
+                         "-recv,-send,-data,-error")
 
     def zone(self, text):
         """Adds the records of zone-file lines ("name TTL IN TYPE data")."""
@@ -80,7 +73,3 @@ class ZoneServer:
                 lambda: sum(1 for n, _ in r.queries if n == name) >= count,
                 timeout)
         assert ok, "%s never asked: %s" % (name, r.queries)
-
-    def stop(self):
-        self.server.stop()
-        self.server.server.server_close()
