@@ -20,6 +20,7 @@ import time
 import pytest
 
 from conftest import BIN
+from mxutil import wait_for
 
 HOST = "mx.test"
 TLS_ON = {"smtp": {"smtps": "127.0.0.1:0"}, "pop3": {"pop3s": "127.0.0.1:0"}}
@@ -171,22 +172,25 @@ def test_plaintext_on_tls_port_closed(make_server):
     clients on the same port go on meanwhile."""
     s = make_server(extra={"smtp": {"smtps": "127.0.0.1:0", "timeout": "2"},
                            "pop3": {"pop3s": "127.0.0.1:0"}})
-    t0 = time.time()
     talker = socket.create_connection(s.addr("smtps"), timeout=10)
     talker.sendall(b"EHLO client.test\r\n")
     assert talker.recv(100) == b""
-    assert time.time() - t0 < 1.5
-    t0 = time.time()
+    # dropped for what it said, not for its silence
+    wait_for(lambda: "error=unsupported-version" in s.log_text(),
+             what="the talker's log line")
+    assert "error=timeout" not in s.log_text()
     waiter = socket.create_connection(s.addr("smtps"), timeout=10)
     # Meanwhile a TLS session on the same port goes on.
     with SMTPS(*s.addr("smtps"), context=context(selfsigned(s))) as c:
         assert c.noop()[0] == 250
     assert waiter.recv(100) == b""  # no greeting in clear, ever
-    assert 1.5 < time.time() - t0 < 6
     talker.close()
     waiter.close()
-    assert "error=unsupported-version" in s.log_text()
-    assert "error=timeout handshake=failed" in s.log_text()
+    # The server writes its log once per loop turn: the line may follow
+    # the close the client saw.
+    wait_for(lambda: "error=timeout handshake=failed" in s.log_text(),
+             what="the waiter's timeout line")
+    assert s.log_text().count("handshake=failed") == 2
 
 
 def test_tls_on_plaintext_port_fails_fast(make_server):
