@@ -102,6 +102,21 @@ int api_read(struct web_conn *w, int (*fill)(struct store_txn *txn, void *ctx),
 	return 0;
 }
 
+/* A list route's answer: {"key": [...]} with what fill(txn, array)
+ * appends, or the 503 api_read gave. */
+static void api_list(struct web_conn *w,
+		     int (*fill)(struct store_txn *txn, void *arr),
+		     const char *key)
+{
+	json_t *arr = json_array();
+
+	if (api_read(w, fill, arr) < 0) {
+		json_decref(arr);
+		return;
+	}
+	web_json(w, 200, json_pack("{s:o}", key, arr));
+}
+
 uint64_t api_disk_free(struct web_server *srv)
 {
 	struct statvfs sv;
@@ -364,13 +379,7 @@ static int api_users_fill(struct store_txn *txn, void *ctx)
 
 void api_users(struct web_conn *w)
 {
-	json_t *arr = json_array();
-
-	if (api_read(w, api_users_fill, arr) < 0) {
-		json_decref(arr);
-		return;
-	}
-	web_json(w, 200, json_pack("{s:o}", "users", arr));
+	api_list(w, api_users_fill, "users");
 }
 
 void api_user_add(struct web_conn *w)
@@ -504,13 +513,7 @@ static int api_aliases_fill(struct store_txn *txn, void *arr)
 
 void api_aliases(struct web_conn *w)
 {
-	json_t *arr = json_array();
-
-	if (api_read(w, api_aliases_fill, arr) < 0) {
-		json_decref(arr);
-		return;
-	}
-	web_json(w, 200, json_pack("{s:o}", "aliases", arr));
+	api_list(w, api_aliases_fill, "aliases");
 }
 
 void api_alias_add(struct web_conn *w)
@@ -710,13 +713,7 @@ static int api_queue_fill(struct store_txn *txn, void *arr)
 
 void api_queue(struct web_conn *w)
 {
-	json_t *arr = json_array();
-
-	if (api_read(w, api_queue_fill, arr) < 0) {
-		json_decref(arr);
-		return;
-	}
-	web_json(w, 200, json_pack("{s:o}", "queue", arr));
+	api_list(w, api_queue_fill, "queue");
 }
 
 /* The path's message id, as the queue shows it: 1 to 16 hex digits, not
